@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Build the local systemd test-host images (Debian 12 and 11) with debootstrap + podman import.
+# No container registry is reachable here, so the images are made from Debian's archive.
+# An image that already exists is kept (cache); FORCE=1 rebuilds.
+#
+#   scripts/build-images.sh [bookworm] [bullseye]
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/images/containers.conf}"
+mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+suites=("$@")
+[ ${#suites[@]} -gt 0 ] || suites=(bookworm bullseye)
+
+# Packages a systemd test host needs before Ansible can manage it.
+include=systemd,systemd-sysv,python3,python3-apt,dbus,iproute2,sudo,ca-certificates,procps,openssh-server,iputils-ping
+
+image_tag() {
+  case "$1" in
+    bookworm) echo "localhost/hub-provision/debian:12" ;;
+    bullseye) echo "localhost/hub-provision/debian:11" ;;
+    *) echo "unknown suite: $1 (use bookworm or bullseye)" >&2; return 1 ;;
+  esac
+}
+
+for suite in "${suites[@]}"; do
+  tag=$(image_tag "$suite")
+  if [ "${FORCE:-0}" != 1 ] && podman image exists "$tag"; then
+    echo "image $tag exists, not rebuilding (FORCE=1 rebuilds)"
+    continue
+  fi
+  rootfs=$(mktemp -d "/var/tmp/hub-rootfs-$suite.XXXXXX")
+  trap 'rm -rf "$rootfs"' EXIT
+  echo "debootstrap $suite into $rootfs"
+  debootstrap --variant=minbase --include="$include" "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
+    || { tail -n 30 "$rootfs.log" >&2; exit 1; }
+  # A container has no console getty and no need for the remount/udev units that fail in it.
+  chroot "$rootfs" systemctl mask getty@tty1.service systemd-udevd.service \
+    systemd-remount-fs.service dev-hugepages.mount sys-fs-fuse-connections.mount >/dev/null 2>&1 || true
+  # Keep apt's cache small and the machine-id empty so each container gets its own.
+  rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+  : >"$rootfs/etc/machine-id"
+  echo "import $tag"
+  tar -C "$rootfs" -c . | podman import \
+    --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$tag" >/dev/null
+  rm -rf "$rootfs" "$rootfs.log"
+  trap - EXIT
+done
