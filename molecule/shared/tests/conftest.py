@@ -1,0 +1,109 @@
+"""Shared fixtures for the verification suite.
+
+The same suite runs under Molecule (testinfra verifier) and against any inventory
+(`make verify INVENTORY=...`). Every test that verifies a guide checklist item is marked
+``@pytest.mark.checklist("ID")`` with an ID from checklist/catalog.yml.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import pytest
+
+ADMIN_PASSWORD_FILE = "/root/.ai-orchestrator-admin-password"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "checklist(*ids): the guide checklist item(s) this test verifies"
+    )
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Dict[str, str] = field(default_factory=dict)
+    body: str = ""
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class Client:
+    """HTTP(S) requests made *on the target* with curl, so they test what a client there sees."""
+
+    def __init__(self, host: Any, base: str) -> None:
+        self.host = host
+        self.base = base.rstrip("/")
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: Optional[Dict[str, str]] = None,
+        json_body: Any = None,
+        data: Optional[str] = None,
+        extra: str = "",
+    ) -> Response:
+        marker = "\n--HUB-STATUS--"
+        args = ["curl", "-sk", "-X", method, "-D", "-", "-w", marker + "%{http_code}"]
+        for key, value in (headers or {}).items():
+            args += ["-H", f"{key}: {value}"]
+        if json_body is not None:
+            args += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(json_body)]
+        elif data is not None:
+            args += ["--data-binary", data]
+        cmd = " ".join(shlex.quote(a) for a in args) + f" {extra} " + shlex.quote(self.base + path)
+        out = self.host.run(cmd)
+        assert marker in out.stdout, f"curl failed ({out.rc}): {out.stderr}"
+        raw, status = out.stdout.rsplit(marker, 1)
+        head, _, body = raw.replace("\r\n", "\n").partition("\n\n")
+        # With a redirect or 100-continue there may be several header blocks: keep the last.
+        while body.startswith("HTTP/"):
+            head, _, body = body.partition("\n\n")
+        parsed: Dict[str, str] = {}
+        for line in head.splitlines()[1:]:
+            if ":" in line:
+                key, value = line.split(":", 1)
+                parsed[key.strip().lower()] = value.strip()
+        return Response(int(status), parsed, body)
+
+    def get(self, path: str, **kw: Any) -> Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, **kw: Any) -> Response:
+        return self.request("POST", path, **kw)
+
+    def delete(self, path: str, **kw: Any) -> Response:
+        return self.request("DELETE", path, **kw)
+
+
+@pytest.fixture()
+def app_client(host: Any) -> Client:
+    """The app directly on its loopback port (behind nginx in production)."""
+    return Client(host, "http://127.0.0.1:8080")
+
+
+@pytest.fixture()
+def edge_client(host: Any) -> Client:
+    """The deployed stack through nginx and TLS."""
+    return Client(host, "https://127.0.0.1")
+
+
+@pytest.fixture()
+def admin_password(host: Any) -> str:
+    with host.sudo():
+        return host.file(ADMIN_PASSWORD_FILE).content_string.strip()
+
+
+@pytest.fixture()
+def admin_token(edge_client: Client, admin_password: str) -> str:
+    resp = edge_client.post(
+        "/api/auth/login", json_body={"username": "admin", "password": admin_password}
+    )
+    assert resp.status == 200, resp.body
+    return resp.json()["access_token"]
