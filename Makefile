@@ -1,0 +1,43 @@
+# hub-provision: one command to deploy to the built-in local target, one to run all the tests.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
+export CONTAINERS_CONF := $(CURDIR)/images/containers.conf
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+INVENTORY ?= inventories/local
+SCENARIO ?= default
+
+.PHONY: help bootstrap images deploy destroy test lint unit molecule verify drift
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+bootstrap: ## install podman, runc, debootstrap and the controller venv (.venv)
+	@scripts/bootstrap.sh
+
+images: bootstrap ## build the local Debian 12 and 11 systemd images (kept when present)
+	@scripts/build-images.sh
+
+deploy: bootstrap ## deploy the hub to the built-in local container (re-run: corrects drift)
+	@scripts/local-target.sh up
+
+destroy: ## remove the local container
+	@scripts/local-target.sh down
+
+test: lint unit molecule ## everything CI runs: lint, unit tests, the Molecule scenario
+
+lint: bootstrap ## yamllint and ansible-lint (production profile)
+	yamllint .
+	ansible-lint
+
+unit: bootstrap ## the hub app's tests and the checklist catalog's tests
+	pytest -q -p no:cacheprovider app/tests checklist/tests
+
+molecule: images ## the Molecule scenario SCENARIO (default: Debian 12 + 11) end to end
+	scripts/molecule-sequence.sh $(SCENARIO)
+
+verify: bootstrap ## verification suite + compliance report against INVENTORY
+	scripts/verify.sh $(INVENTORY)
+
+drift: bootstrap ## what differs from the playbook on INVENTORY (check mode, summary per host)
+	scripts/drift.sh $(INVENTORY)

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The built-in target: one systemd container on this machine, provisioned by playbooks/site.yml
+# through inventories/local.
+#   scripts/local-target.sh up       create the container if needed and converge it
+#   scripts/local-target.sh down     remove it (its data goes with it)
+# Ports are published on the machine's loopback only: HTTPS_PORT (8443) and HTTP_PORT (8088).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+export CONTAINERS_CONF="$here/images/containers.conf"
+export PATH="$here/.venv/bin:$PATH"
+export ANSIBLE_CONFIG="$here/ansible.cfg"
+
+name=hub-provision-local
+network=hub-local
+image=${IMAGE:-localhost/hub-provision/debian:12}
+https_port=${HTTPS_PORT:-8443}
+http_port=${HTTP_PORT:-8088}
+
+up() {
+  scripts/build-images.sh "$(case "$image" in *:11) echo bullseye ;; *) echo bookworm ;; esac)"
+  podman network exists "$network" || podman network create "$network" >/dev/null
+  if ! podman container exists "$name"; then
+    # Privileged so that systemd, ufw and fail2ban work inside; its own network, never the host's.
+    podman run -d --name "$name" --hostname "$name" --privileged --systemd=always \
+      --network "$network" -p "127.0.0.1:$https_port:443" -p "127.0.0.1:$http_port:80" \
+      "$image" /sbin/init >/dev/null
+  fi
+  podman start "$name" >/dev/null
+  podman exec "$name" systemctl is-system-running --wait >/dev/null || true
+  ansible-playbook -i inventories/local playbooks/site.yml "$@"
+  cat <<MSG
+
+The hub is deployed in the container '$name'.
+  Through nginx (TLS, self-signed):  curl -k https://127.0.0.1:$https_port/api/health
+  Admin user:                        admin
+  Admin password (generated once):   podman exec $name cat /root/.ai-orchestrator-admin-password
+  Log in:  curl -k https://127.0.0.1:$https_port/api/auth/login -H 'Content-Type: application/json' \\
+             -d "{\"username\":\"admin\",\"password\":\"\$(podman exec $name cat /root/.ai-orchestrator-admin-password)\"}"
+  Shell in the target:               podman exec -it $name bash
+  Re-run to correct drift:           make deploy      (a second run changes nothing)
+  Remove it:                         make destroy
+MSG
+}
+
+down() {
+  podman rm -f "$name" >/dev/null 2>&1 || true
+  podman network exists "$network" && podman network rm "$network" >/dev/null || true
+  echo "removed $name"
+}
+
+case "${1:-}" in
+  up) shift; up "$@" ;;
+  down) down ;;
+  *) echo "usage: $0 up|down" >&2; exit 2 ;;
+esac

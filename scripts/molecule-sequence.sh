@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Run a Molecule scenario through the project's full test sequence:
+#   syntax, create, prepare, converge, idempotence (zero changed),
+#   a --check --diff run on the converged hosts (must report zero changed),
+#   drift: inject drifts, a --check --diff run must report them, a converge repairs them,
+#   verify (testinfra), destroy.
+# Molecule's own `test` has no check-mode or drift step, hence this script.
+#   scripts/molecule-sequence.sh [SCENARIO]     (KEEP=1 keeps the instances for debugging)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+scenario=${1:-default}
+logs="$here/reports/$scenario"
+mkdir -p "$logs"
+
+step() { printf '\n=== %s: %s (%s)\n' "$scenario" "$1" "$(date -u +%H:%M:%S)"; }
+run_logged() { # name, command...: run, keep the full log, fail on failure
+  local name=$1; shift
+  if ! "$@" >"$logs/$name.log" 2>&1; then
+    tail -n 80 "$logs/$name.log"
+    echo "FAILED: $name (full log: $logs/$name.log)"
+    return 1
+  fi
+}
+
+cleanup() {
+  if [ "${KEEP:-0}" != 1 ]; then
+    step destroy
+    molecule destroy -s "$scenario" >"$logs/destroy.log" 2>&1 || tail -n 20 "$logs/destroy.log"
+  fi
+}
+trap cleanup EXIT
+
+start=$(date +%s)
+step syntax;      run_logged syntax molecule syntax -s "$scenario"
+step destroy;     run_logged destroy-before molecule destroy -s "$scenario"
+step create;      run_logged create molecule create -s "$scenario"
+step prepare;     run_logged prepare molecule prepare -s "$scenario"
+step converge;    run_logged converge molecule converge -s "$scenario"
+scripts/recap.py "$logs/converge.log" | grep -v '^    ' || true
+step idempotence; run_logged idempotence molecule converge -s "$scenario"
+scripts/recap.py "$logs/idempotence.log" --expect-unchanged
+step check-diff;  run_logged check-diff molecule converge -s "$scenario" -- --check --diff
+scripts/recap.py "$logs/check-diff.log" --expect-unchanged
+if [ -f molecule/shared/inject-drift.yml ]; then
+  step drift-inject; run_logged drift-inject molecule side-effect -s "$scenario"
+  step drift-detect; run_logged drift-detect molecule converge -s "$scenario" -- --check --diff
+  scripts/drift-report.py "$logs/drift-detect.log" --expect-all
+  step drift-repair; run_logged drift-repair molecule converge -s "$scenario"
+  scripts/recap.py "$logs/drift-repair.log" >/dev/null
+  step drift-rerun;  run_logged drift-rerun molecule converge -s "$scenario"
+  scripts/recap.py "$logs/drift-rerun.log" --expect-unchanged
+fi
+step verify;      run_logged verify molecule verify -s "$scenario"
+grep -E '^(=+ .* in [0-9.]+s|[0-9]+ passed|FAILED|ERROR)' "$logs/verify.log" | tail -n 5 || true
+echo "scenario $scenario passed in $(( $(date +%s) - start ))s"
