@@ -16,7 +16,9 @@ mkdir -p "$logs"
 step() { printf '\n=== %s: %s (%s)\n' "$scenario" "$1" "$(date -u +%H:%M:%S)"; }
 run_logged() { # name, command...: run, keep the full log, fail on failure
   local name=$1; shift
-  if ! "$@" >"$logs/$name.log" 2>&1; then
+  # Ansible's own plain log (one line per line, no Molecule margins) is what recap.py reads.
+  rm -f "$logs/$name.ansible.log"
+  if ! ANSIBLE_LOG_PATH="$logs/$name.ansible.log" "$@" >"$logs/$name.log" 2>&1; then
     tail -n 80 "$logs/$name.log"
     echo "FAILED: $name (full log: $logs/$name.log)"
     return 1
@@ -37,19 +39,19 @@ step destroy;     run_logged destroy-before molecule destroy -s "$scenario"
 step create;      run_logged create molecule create -s "$scenario"
 step prepare;     run_logged prepare molecule prepare -s "$scenario"
 step converge;    run_logged converge molecule converge -s "$scenario"
-scripts/recap.py "$logs/converge.log" | grep -v '^    ' || true
+scripts/recap.py "$logs/converge.ansible.log" | grep -v '^    ' || true
 step idempotence; run_logged idempotence molecule converge -s "$scenario"
-scripts/recap.py "$logs/idempotence.log" --expect-unchanged
+scripts/recap.py "$logs/idempotence.ansible.log" --expect-unchanged
 step check-diff;  run_logged check-diff molecule converge -s "$scenario" -- --check --diff
-scripts/recap.py "$logs/check-diff.log" --expect-unchanged
+scripts/recap.py "$logs/check-diff.ansible.log" --expect-unchanged
 if [ -f molecule/shared/inject-drift.yml ]; then
   step drift-inject; run_logged drift-inject molecule side-effect -s "$scenario"
   step drift-detect; run_logged drift-detect molecule converge -s "$scenario" -- --check --diff
-  scripts/drift-report.py "$logs/drift-detect.log" --expect-all
+  scripts/drift-report.py "$logs/drift-detect.ansible.log" --expect-all
   step drift-repair; run_logged drift-repair molecule converge -s "$scenario"
-  scripts/recap.py "$logs/drift-repair.log" >/dev/null
+  scripts/recap.py "$logs/drift-repair.ansible.log" >/dev/null
   step drift-rerun;  run_logged drift-rerun molecule converge -s "$scenario"
-  scripts/recap.py "$logs/drift-rerun.log" --expect-unchanged
+  scripts/recap.py "$logs/drift-rerun.ansible.log" --expect-unchanged
 fi
 step verify;      run_logged verify molecule verify -s "$scenario"
 grep -E '^(=+ .* in [0-9.]+s|[0-9]+ passed|FAILED|ERROR)' "$logs/verify.log" | tail -n 5 || true

@@ -23,13 +23,25 @@ RECAP_RE = re.compile(
 )
 
 
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*m")
+# ANSIBLE_LOG_PATH lines start with "2026-01-01 00:00:00,000 p=1 u=root n=ansible INFO| ".
+LOG_PREFIX_RE = re.compile(r"^\d{4}-\d\d-\d\d [\d:,]+ p=\d+ u=\S+ n=\S+(?: \w+)?\| ")
+
+
+def normalise(raw: str) -> str:
+    """One line of ansible output, whether from stdout, an ANSIBLE_LOG_PATH file or Molecule."""
+    line = ANSI_RE.sub("", raw.rstrip("\n"))
+    line = LOG_PREFIX_RE.sub("", line)
+    return re.sub(r"^\s*\u2502 ?", "", line)  # Molecule's box-drawing margin
+
+
 def parse(lines: List[str]) -> Tuple[Dict[str, Dict[str, int]], Dict[str, List[str]]]:
     recap: Dict[str, Dict[str, int]] = {}
     changed_tasks: Dict[str, List[str]] = defaultdict(list)
     task = "?"
     in_recap = False
     for raw in lines:
-        line = re.sub(r"\x1b\[[0-9;]*m", "", raw.rstrip("\n"))
+        line = normalise(raw)
         if line.startswith("PLAY RECAP"):
             in_recap = True
             continue
