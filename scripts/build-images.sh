@@ -23,10 +23,14 @@ image_tag() {
   esac
 }
 
+# The image records the recipe it was built from: a changed recipe rebuilds a cached image.
+recipe=$(sha256sum <"$0" | cut -c1-16)
+
 for suite in "${suites[@]}"; do
   tag=$(image_tag "$suite")
-  if [ "${FORCE:-0}" != 1 ] && podman image exists "$tag"; then
-    echo "image $tag exists, not rebuilding (FORCE=1 rebuilds)"
+  if [ "${FORCE:-0}" != 1 ] && podman image exists "$tag" && \
+     [ "$(podman image inspect --format '{{ index .Config.Labels "hub.recipe" }}' "$tag")" = "$recipe" ]; then
+    echo "image $tag is current, not rebuilding (FORCE=1 rebuilds)"
     continue
   fi
   rootfs=$(mktemp -d "/var/tmp/hub-rootfs-$suite.XXXXXX")
@@ -42,7 +46,8 @@ for suite in "${suites[@]}"; do
   : >"$rootfs/etc/machine-id"
   echo "import $tag"
   tar -C "$rootfs" -c . | podman import \
-    --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' - "$tag" >/dev/null
+    --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' \
+    --change "LABEL hub.recipe=$recipe" - "$tag" >/dev/null
   rm -rf "$rootfs" "$rootfs.log"
   trap - EXIT
 done
