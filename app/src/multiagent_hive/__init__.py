@@ -1,0 +1,3 @@
+"""AI Orchestrator Hub: the multi-agent hive service (`multiagent-hive`)."""
+
+__version__ = "1.0.0"

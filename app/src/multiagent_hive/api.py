@@ -1,0 +1,549 @@
+"""The HTTP and WebSocket API (Starlette), wrapped in a lean ASGI layer for client address,
+rate limits, body size limit and metrics."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import re
+import time
+from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple, Type
+
+import anyio
+from pydantic import BaseModel, ValidationError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from . import __version__
+from .config import Settings
+from .hive import Hive, load_executor, public_task
+from .logs import AuditLog, clean_ip, reopen_app_log
+from .ratelimit import TokenBuckets
+from .schemas import (
+    AgentCreate,
+    ApiKeyCreate,
+    Login,
+    TaskCreate,
+    UserCreate,
+    first_error,
+    is_suspicious,
+)
+from .security import ApiKeys, Passwords, Tokens, role_at_least
+from .store import Store
+
+LOG = logging.getLogger("multiagent_hive.api")
+
+Scope = Dict[str, Any]
+Receive = Callable[[], Awaitable[Dict[str, Any]]]
+Send = Callable[[Dict[str, Any]], Awaitable[None]]
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+API_KEY_TOUCH_SECONDS = 60.0
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, detail: Optional[str] = None, headers: Optional[Dict[str, str]] = None) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.detail = detail
+        self.headers = headers
+
+
+def _json(data: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status)
+
+
+def _walk_strings(value: Any) -> List[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in _walk_strings(k) + _walk_strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _walk_strings(v)]
+    return []
+
+
+class HiveApp:
+    """The service. `app` is the ASGI callable uvicorn serves."""
+
+    def __init__(self, settings: Settings, store: Store, metrics: Any = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.audit = AuditLog(settings, sink=self.store.insert_audit)
+        if metrics is not None:
+            self.audit.listeners.append(metrics.audit_event)
+        self.passwords = Passwords(settings)
+        self.tokens = Tokens(settings)
+        self.api_keys = ApiKeys(settings)
+        self.hive = Hive(store, load_executor(settings.task_executor, settings.task_duration_ms))
+        self.general_limit = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
+        self.login_limit = TokenBuckets(settings.login_rate_per_minute / 60.0, settings.login_burst)
+        self.trusted = settings.trusted_networks()
+        self._trusted_cache: Dict[str, bool] = {}
+        self._rate_logged: Dict[str, float] = {}
+        self._key_touched: Dict[int, float] = {}
+        self.max_body = settings.max_body_bytes
+
+        routes = [
+            Route("/api/health", self.health, methods=["GET"]),
+            Route("/api/auth/login", self.login, methods=["POST"]),
+            Route("/api/auth/api-keys", self.create_api_key, methods=["POST"]),
+            Route("/api/admin/users", self.admin_users, methods=["GET", "POST"]),
+            Route("/api/agents", self.agents, methods=["GET", "POST"]),
+            Route("/api/agents/{agent_id}", self.agent, methods=["GET", "DELETE"]),
+            Route("/api/tasks", self.tasks, methods=["GET", "POST"]),
+            Route("/api/tasks/{task_id}", self.task, methods=["GET"]),
+            Route("/api/hive/status", self.hive_status, methods=["GET"]),
+            Route("/api/users/me/data", self.my_data, methods=["GET", "DELETE"]),
+            WebSocketRoute("/ws", self.websocket),
+        ]
+        self.route_names = {r.endpoint: r.path for r in routes}
+        self.starlette = Starlette(
+            routes=routes,
+            lifespan=self.lifespan,
+            exception_handlers={ApiError: self._api_error, HTTPException: self._http_error},
+        )
+
+    # lifecycle ---------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def lifespan(self, _app: Any) -> AsyncIterator[None]:
+        await self.hive.start()
+        try:
+            yield
+        finally:
+            await self.hive.stop()
+
+    def reopen_logs(self) -> None:
+        reopen_app_log()
+        self.audit.reopen()
+        LOG.info("log files reopened")
+
+    # ASGI layer --------------------------------------------------------------------------
+    def client_ip(self, scope: Scope) -> str:
+        client = scope.get("client")
+        peer = clean_ip(client[0]) if client else "0.0.0.0"
+        if not self._is_trusted(peer):
+            return peer
+        forwarded = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
+        if not forwarded:
+            return peer
+        hops = [h.strip() for h in ",".join(forwarded).split(",")]
+        client_addr = peer
+        for hop in reversed(hops):
+            try:
+                addr = str(ipaddress.ip_address(hop))
+            except ValueError:
+                break  # garbage from the client side: trust nothing further left
+            client_addr = addr
+            if not self._is_trusted(addr):
+                break
+        return client_addr
+
+    def _is_trusted(self, ip: str) -> bool:
+        cached = self._trusted_cache.get(ip)
+        if cached is None:
+            try:
+                addr = ipaddress.ip_address(ip)
+                cached = any(addr in net for net in self.trusted)
+            except ValueError:
+                cached = False
+            if len(self._trusted_cache) < 10_000:
+                self._trusted_cache[ip] = cached
+        return cached
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.starlette(scope, receive, send)
+            return
+        ip = self.client_ip(scope)
+        scope["hive.client_ip"] = ip
+        if not self.general_limit.allow(ip):
+            self._rate_limited(ip, scope.get("path", ""), self.general_limit)
+            if kind == "http":
+                await self._send_plain(send, 429, {"error": "rate limit exceeded"},
+                                       {"retry-after": str(self.general_limit.retry_after(ip))})
+            else:
+                await send({"type": "websocket.close", "code": 1013})
+            return
+        if kind == "websocket":
+            await self.starlette(scope, receive, send)
+            return
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                try:
+                    too_big = int(value) > self.max_body
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    self.audit.event("InvalidInput", ip, method=scope["method"], path=scope["path"], detail="body too large")
+                    await self._send_plain(send, 413, {"error": "request body too large", "limit": self.max_body})
+                    self._observe(scope, 413, 0.0)
+                    return
+                break
+        started = time.perf_counter()
+        status_holder = [500]
+
+        async def send_wrapper(message: Dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status_holder[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.starlette(scope, receive, send_wrapper)
+        finally:
+            self._observe(scope, status_holder[0], time.perf_counter() - started)
+
+    def _observe(self, scope: Scope, status: int, seconds: float) -> None:
+        if self.metrics is None:
+            return
+        route = self.route_names.get(scope.get("endpoint"), "unmatched")  # type: ignore[arg-type]
+        self.metrics.observe(scope["method"], route, status, seconds)
+
+    @staticmethod
+    async def _send_plain(send: Send, status: int, body: Dict[str, Any], headers: Optional[Dict[str, str]] = None) -> None:
+        payload = json.dumps(body).encode()
+        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+        for key, value in (headers or {}).items():
+            raw.append((key.encode(), value.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": payload})
+
+    def _rate_limited(self, ip: str, path: str, buckets: TokenBuckets) -> None:
+        # One audit line per client per second is enough evidence and bounds a flood's writes.
+        now = time.monotonic()
+        if now - self._rate_logged.get(ip, 0.0) >= 1.0:
+            if len(self._rate_logged) > 10_000:
+                self._rate_logged.clear()
+            self._rate_logged[ip] = now
+            self.audit.event("RateLimitExceeded", ip, path=path)
+
+    # errors ------------------------------------------------------------------------------
+    async def _api_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        body: Dict[str, Any] = {"error": exc.error}
+        if exc.detail:
+            body["detail"] = exc.detail
+        return JSONResponse(body, status_code=exc.status, headers=exc.headers)
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    # helpers -----------------------------------------------------------------------------
+    def _ip(self, request: Request) -> str:
+        return str(request.scope.get("hive.client_ip", "0.0.0.0"))
+
+    def _unauthorized(self, request: Request, detail: str, user: Optional[Dict[str, Any]] = None) -> ApiError:
+        self.audit.event(
+            "UnauthorizedAccess", self._ip(request), user, method=request.method, path=request.url.path, detail=detail
+        )
+        return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+
+    def _has_credentials(self, headers: Any) -> bool:
+        return "authorization" in headers or "x-api-key" in headers
+
+    def _user_from_headers(self, headers: Any, query_token: Optional[str] = None) -> Tuple[Optional[Dict[str, Any]], str]:
+        """(user, reason); user is None when the credentials are missing or invalid."""
+        api_key = headers.get("x-api-key")
+        if api_key is not None:
+            if len(api_key) > 200:
+                return None, "invalid api key"
+            row = self.store.user_by_api_key(self.api_keys.digest(api_key))
+            if row is None:
+                return None, "invalid api key"
+            return row, "api key"
+        auth = headers.get("authorization")
+        token = None
+        if auth is not None:
+            scheme, _, value = auth.partition(" ")
+            if scheme.lower() != "bearer" or not value.strip():
+                return None, "unsupported authorization scheme"
+            token = value.strip()
+        elif query_token:
+            token = query_token
+        if token is None:
+            return None, "missing credentials"
+        claims = self.tokens.decode(token)
+        if claims is None:
+            return None, "invalid or expired token"
+        try:
+            user_id = int(claims["sub"])
+        except (TypeError, ValueError):
+            return None, "invalid token subject"
+        user = self.store.user_by_id(user_id)
+        if user is None:
+            return None, "user no longer exists"
+        return user, "jwt"
+
+    def authenticate(self, request: Request, needed: str = "viewer") -> Dict[str, Any]:
+        user, how = self._user_from_headers(request.headers)
+        if user is None:
+            raise self._unauthorized(request, how)
+        if how == "api key":
+            self._api_key_used(request, user)
+        if not role_at_least(user["role"], needed):
+            self.audit.event(
+                "UnauthorizedAccess", self._ip(request), user,
+                method=request.method, path=request.url.path, detail=f"role {user['role']} lacks {needed}",
+            )
+            raise ApiError(403, "forbidden", f"requires role {needed}")
+        return user
+
+    def _api_key_used(self, request: Request, user: Dict[str, Any]) -> None:
+        """Key use is audited and stamped at most once a minute per key, so a client polling
+        with a key does not write a line and a row per request."""
+        now = time.monotonic()
+        key_id = int(user["key_id"])
+        if now - self._key_touched.get(key_id, -API_KEY_TOUCH_SECONDS) >= API_KEY_TOUCH_SECONDS:
+            self._key_touched[key_id] = now
+            self.store.touch_api_key(key_id)
+            self.audit.event("AuthenticationSuccess", self._ip(request), user, method="api-key", key_id=key_id)
+
+    async def read_model(self, request: Request, model: Type[BaseModel], user: Optional[Dict[str, Any]] = None) -> Any:
+        content_type = request.headers.get("content-type", "")
+        if content_type.split(";")[0].strip().lower() != "application/json":
+            self.audit.event("InvalidInput", self._ip(request), user, path=request.url.path, detail="content type")
+            raise ApiError(415, "content type must be application/json")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self.max_body:
+                self.audit.event("InvalidInput", self._ip(request), user, path=request.url.path, detail="body too large")
+                raise ApiError(413, "request body too large")
+        try:
+            data = json.loads(bytes(body))
+        except ValueError:
+            self.audit.event("InvalidInput", self._ip(request), user, path=request.url.path, detail="malformed json")
+            raise ApiError(400, "malformed JSON") from None
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            reason = first_error(exc)
+            self.audit.event("InvalidInput", self._ip(request), user, path=request.url.path, detail=reason)
+            if any(is_suspicious(s) for s in _walk_strings(data)):
+                self.audit.event(
+                    "SuspiciousActivity", self._ip(request), user, path=request.url.path, detail="markup or injection in body"
+                )
+            raise ApiError(422, "invalid input", reason) from None
+
+    def _paging(self, request: Request, user: Dict[str, Any]) -> Tuple[int, int]:
+        try:
+            limit = int(request.query_params.get("limit", "100"))
+            offset = int(request.query_params.get("offset", "0"))
+            if not (1 <= limit <= 1000 and 0 <= offset <= 10_000_000):
+                raise ValueError
+        except ValueError:
+            self.audit.event("InvalidInput", self._ip(request), user, path=request.url.path, detail="paging")
+            raise ApiError(422, "invalid input", "limit must be 1-1000, offset 0 or more") from None
+        return limit, offset
+
+    # endpoints ---------------------------------------------------------------------------
+    async def health(self, request: Request) -> Response:
+        try:
+            db_ok = self.store.ping()
+        except Exception as exc:
+            LOG.error("health check: database error: %s", exc)
+            db_ok = False
+        if not self._has_credentials(request.headers):
+            return _json({"status": "ok"} if db_ok else {"status": "error"}, 200 if db_ok else 503)
+        self.authenticate(request)
+        status = self.hive.status() if db_ok else {}
+        return _json(
+            {
+                "status": "ok" if db_ok else "error",
+                "version": __version__,
+                "database": "ok" if db_ok else "error",
+                "uptime_seconds": status.get("uptime_seconds"),
+                "agents": status.get("agents", {}).get("total"),
+                "tasks": status.get("tasks", {}).get("total"),
+            },
+            200 if db_ok else 503,
+        )
+
+    async def login(self, request: Request) -> Response:
+        ip = self._ip(request)
+        if not self.login_limit.allow(ip):
+            self._rate_limited(ip, request.url.path, self.login_limit)
+            raise ApiError(429, "too many login attempts", headers={"Retry-After": str(self.login_limit.retry_after(ip))})
+        body = await self.read_model(request, Login)
+        row = self.store.user_by_name(body.username)
+        ok = await anyio.to_thread.run_sync(self.passwords.verify, row["password_hash"] if row else None, body.password)
+        if not ok or row is None:
+            raise self._unauthorized(request, "invalid credentials", row)
+        token, expires = self.tokens.issue(row["id"], row["role"])
+        self.audit.event("AuthenticationSuccess", ip, row, method="password")
+        return _json({"access_token": token, "token_type": "bearer", "expires_in": expires})
+
+    async def create_api_key(self, request: Request) -> Response:
+        user = self.authenticate(request)
+        body = await self.read_model(request, ApiKeyCreate, user)
+        key = self.api_keys.new()
+        meta = self.store.create_api_key(user["id"], body.name, self.api_keys.digest(key), key[:12])
+        return _json({"api_key": key, **meta}, 201)
+
+    async def admin_users(self, request: Request) -> Response:
+        user = self.authenticate(request, "admin")
+        if request.method == "GET":
+            return _json({"users": self.store.list_users()})
+        body = await self.read_model(request, UserCreate, user)
+        if len(body.password) < self.settings.min_password_length:
+            self.audit.event("InvalidInput", self._ip(request), user, path=request.url.path, detail="short password")
+            raise ApiError(422, "invalid input", f"password must be at least {self.settings.min_password_length} characters")
+        if self.store.user_by_name(body.username):
+            raise ApiError(409, "user exists")
+        password_hash = await anyio.to_thread.run_sync(self.passwords.hash, body.password)
+        user_id = self.store.create_user(body.username, body.role, password_hash)
+        return _json({"id": user_id, "username": body.username, "role": body.role}, 201)
+
+    async def agents(self, request: Request) -> Response:
+        if request.method == "POST":
+            user = self.authenticate(request, "operator")
+            body = await self.read_model(request, AgentCreate, user)
+            agent = self.hive.create_agent(
+                body.name, body.type, [c.model_dump() for c in body.capabilities], user["id"]
+            )
+            return _json(agent, 201)
+        user = self.authenticate(request)
+        limit, offset = self._paging(request, user)
+        query = request.query_params.get("query")
+        if query is None:
+            return _json({"agents": self.store.list_agents(limit, offset)})
+        if len(query) > 200:
+            self.audit.event("InvalidInput", self._ip(request), user, path=request.url.path, detail="query too long")
+            raise ApiError(422, "invalid input", "query must be at most 200 characters")
+        if is_suspicious(query):
+            # Logged, then answered like any search: the query is only ever a bound parameter.
+            self.audit.event(
+                "SuspiciousActivity", self._ip(request), user, path=request.url.path, detail="injection-like query", query=query
+            )
+        return _json({"agents": self.store.search_agents(query, limit, offset)})
+
+    def _agent_or_404(self, agent_id: str) -> Dict[str, Any]:
+        agent = self.hive.agents.get(agent_id) if UUID_RE.fullmatch(agent_id) else None
+        if agent is None:
+            raise ApiError(404, "agent not found")
+        return agent
+
+    async def agent(self, request: Request) -> Response:
+        agent_id = request.path_params["agent_id"]
+        if request.method == "DELETE":
+            self.authenticate(request, "operator")
+            self._agent_or_404(agent_id)
+            reason = self.hive.delete_agent(agent_id)
+            if reason == "busy":
+                raise ApiError(409, "agent is busy with a task")
+            if reason:
+                raise ApiError(404, "agent not found")
+            return Response(status_code=204)
+        self.authenticate(request)
+        return _json(self._agent_or_404(agent_id))
+
+    async def tasks(self, request: Request) -> Response:
+        if request.method == "POST":
+            user = self.authenticate(request, "operator")
+            body = await self.read_model(request, TaskCreate, user)
+            task = self.hive.create_task(
+                body.description, body.priority, [c.model_dump() for c in body.required_capabilities], user["id"]
+            )
+            return _json(public_task(task), 201)
+        user = self.authenticate(request)
+        limit, offset = self._paging(request, user)
+        state = request.query_params.get("state")
+        if state is not None and state not in ("Pending", "Assigned", "InProgress", "Completed", "Failed"):
+            self.audit.event("InvalidInput", self._ip(request), user, path=request.url.path, detail="task state")
+            raise ApiError(422, "invalid input", "state must be Pending, Assigned, InProgress, Completed or Failed")
+        return _json({"tasks": [public_task(t) for t in self.store.list_tasks(state, limit, offset)]})
+
+    async def task(self, request: Request) -> Response:
+        self.authenticate(request)
+        task_id = request.path_params["task_id"]
+        task = self.store.get_task(task_id) if UUID_RE.fullmatch(task_id) else None
+        if task is None:
+            raise ApiError(404, "task not found")
+        return _json(public_task(task))
+
+    async def hive_status(self, request: Request) -> Response:
+        self.authenticate(request)
+        return _json(self.hive.status())
+
+    async def my_data(self, request: Request) -> Response:
+        user = self.authenticate(request)
+        ip = self._ip(request)
+        if request.method == "GET":
+            data = self.store.export_user(user["id"])
+            for task in data["tasks"]:
+                task.update(public_task(task))
+            self.audit.event("DataExport", ip, user)
+            data["exported_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            return _json(data)
+        if user["role"] == "admin" and self.store.count_admins() <= 1:
+            raise ApiError(409, "the last admin account cannot be erased", "create another admin first")
+        counts = self.store.erase_user(user["id"])
+        # Logged after the erasure: the event carries only the now unlinkable pseudonym.
+        self.audit.event("DataErasure", ip, {"id": None, "pseudonym": user["pseudonym"], "username": None})
+        return _json({"erased": True, **counts})
+
+    # websocket ---------------------------------------------------------------------------
+    async def websocket(self, websocket: WebSocket) -> None:
+        user, how = self._user_from_headers(websocket.headers, websocket.query_params.get("token"))
+        ip = str(websocket.scope.get("hive.client_ip", "0.0.0.0"))
+        if user is None:
+            self.audit.event("UnauthorizedAccess", ip, method="GET", path="/ws", detail=how)
+            await websocket.close(code=1008)
+            return
+        await websocket.accept()
+        queue: "asyncio.Queue[Optional[str]]" = asyncio.Queue(maxsize=self.settings.websocket_queue_size)
+
+        def listener(event: Dict[str, Any]) -> None:
+            try:
+                queue.put_nowait(json.dumps(event))
+            except asyncio.QueueFull:
+                # A client that cannot keep up is dropped rather than buffered without bound.
+                self.hive.listeners.discard(listener)
+                queue.get_nowait()
+                queue.put_nowait(None)
+
+        self.hive.listeners.add(listener)
+        receiver = asyncio.ensure_future(self._drain(websocket))
+        try:
+            await websocket.send_text(json.dumps({"type": "status", "data": self.hive.status()}))
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    break
+                message = getter.result()
+                if message is None:
+                    await websocket.close(code=1013)
+                    break
+                await websocket.send_text(message)
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            self.hive.listeners.discard(listener)
+            receiver.cancel()
+
+    @staticmethod
+    async def _drain(websocket: WebSocket) -> None:
+        """Read (and ignore) client messages until it disconnects."""
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+        except (WebSocketDisconnect, RuntimeError):
+            return
+
+
+def create_app(settings: Settings, store: Optional[Store] = None, metrics: Any = None) -> HiveApp:
+    return HiveApp(settings, store or Store(settings.database_path, settings.database_encryption_key), metrics)
+

@@ -1,0 +1,164 @@
+"""Application log (file + stderr for the journal) and the audit log, both reopenable on SIGHUP."""
+from __future__ import annotations
+
+import datetime as _dt
+import ipaddress
+import logging
+import os
+import sys
+import threading
+from typing import Any, Callable, Dict, List, Optional
+from urllib.parse import quote
+
+from .config import LOG_LEVELS, Settings
+
+LOG = logging.getLogger("multiagent_hive")
+
+AUDIT_EVENTS = (
+    "AuthenticationSuccess",
+    "AuthenticationFailure",
+    "UnauthorizedAccess",
+    "SuspiciousActivity",
+    "RateLimitExceeded",
+    "InvalidInput",
+    "DataExport",
+    "DataErasure",
+)
+# Severity of each audit event, compared with SECURITY_LOG_LEVEL.
+AUDIT_SEVERITY = {
+    "AuthenticationSuccess": logging.INFO,
+    "DataExport": logging.INFO,
+    "DataErasure": logging.INFO,
+    "AuthenticationFailure": logging.WARNING,
+    "UnauthorizedAccess": logging.WARNING,
+    "InvalidInput": logging.WARNING,
+    "RateLimitExceeded": logging.WARNING,
+    "SuspiciousActivity": logging.WARNING,
+}
+
+
+class ReopenableFileHandler(logging.FileHandler):
+    """A FileHandler whose file logrotate may move away; reopen() starts the new one."""
+
+    def reopen(self) -> None:
+        self.acquire()
+        try:
+            if self.stream:
+                self.stream.close()
+            self.stream = self._open()
+        finally:
+            self.release()
+
+
+_file_handler: Optional[ReopenableFileHandler] = None
+
+
+def setup_logging(settings: Settings, *, to_file: bool = True) -> None:
+    global _file_handler
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    level = settings.python_log_level()
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(stderr)
+    if to_file and settings.app_log_path:
+        _file_handler = ReopenableFileHandler(settings.app_log_path, encoding="utf-8", delay=False)
+        _file_handler.setFormatter(formatter)
+        root.addHandler(_file_handler)
+    root.setLevel(level)
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).setLevel(level)
+
+
+def reopen_app_log() -> None:
+    if _file_handler is not None:
+        _file_handler.reopen()
+
+
+def _enc(value: Any) -> str:
+    """Percent-encode user-controlled text: no space, '=', control character or line break
+    survives, so a value can never fake a field or a second line."""
+    return quote(str(value), safe="-._~:/@+,")
+
+
+def clean_ip(value: str) -> str:
+    """client_id is always a parsed address, never raw header text."""
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return "0.0.0.0"
+
+
+def timestamp() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class AuditLog:
+    """One line per security event in AUDIT_LOG_PATH; the same event in the audit_events table.
+
+    Lines: `<ts> event=<Type> client_id=<ip> key=value...`. The user appears only as a
+    pseudonym (`user=u-...`), never by name."""
+
+    def __init__(self, settings: Settings, sink: Optional[Callable[[str, str, str, Optional[Dict[str, Any]], str], None]] = None) -> None:
+        self.enabled = settings.enable_audit_logging
+        self.path = settings.audit_log_path
+        self.min_level = logging.getLevelName(LOG_LEVELS.get(settings.security_log_level.lower(), "INFO"))
+        self.sink = sink
+        self.fd: Optional[int] = None
+        self.lock = threading.Lock()
+        self.listeners: List[Callable[[str], None]] = []
+        if self.enabled:
+            self.fd = self._open()
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+    def reopen(self) -> None:
+        if not self.enabled:
+            return
+        new = self._open()
+        with self.lock:
+            old, self.fd = self.fd, new
+        if old is not None:
+            os.close(old)
+
+    def close(self) -> None:
+        with self.lock:
+            if self.fd is not None:
+                os.close(self.fd)
+                self.fd = None
+
+    def event(
+        self,
+        event: str,
+        client_ip: str,
+        user: Optional[Dict[str, Any]] = None,
+        **fields: Any,
+    ) -> None:
+        assert event in AUDIT_EVENTS, event
+        for listener in self.listeners:
+            listener(event)
+        if not self.enabled or AUDIT_SEVERITY[event] < self.min_level:
+            return
+        ts = timestamp()
+        client = clean_ip(client_ip)
+        parts = [ts, f"event={event}", f"client_id={client}"]
+        if user and user.get("pseudonym"):
+            parts.append(f"user={_enc(user['pseudonym'])}")
+        detail_parts = []
+        for key, value in fields.items():
+            if value is None:
+                continue
+            parts.append(f"{key}={_enc(value)}")
+            detail_parts.append(f"{key}={_enc(value)}")
+        line = " ".join(parts) + "\n"
+        with self.lock:
+            if self.fd is not None:
+                os.write(self.fd, line.encode("utf-8"))
+        if self.sink is not None:
+            try:
+                self.sink(ts, event, client, user, " ".join(detail_parts))
+            except Exception:  # the flat file already has the event
+                LOG.exception("could not store audit event in the database")

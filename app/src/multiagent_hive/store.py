@@ -1,0 +1,271 @@
+"""All SQL of the service. Every statement is parameterized; one connection per process."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import threading
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from contextlib import contextmanager
+
+from . import db
+from .security import new_pseudonym
+
+
+def utcnow() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _row(cursor: Any, row: Tuple[Any, ...]) -> Dict[str, Any]:
+    return {col[0]: row[i] for i, col in enumerate(cursor.description)}
+
+
+AGENT_COLUMNS = "id, name, type, capabilities, state, current_task, tasks_completed, created_at, updated_at"
+TASK_COLUMNS = (
+    "id, description, priority, required_capabilities, state, assigned_agent, result, error, "
+    "created_at, updated_at"
+)
+
+
+class Store:
+    """The shared connection. SQLite calls are short, so they run on the event loop; the lock
+    keeps them correct when the test client or a thread uses the store too."""
+
+    def __init__(self, path: str, key: str) -> None:
+        self.path = path
+        self.conn = db.connect(path, key)
+        self.conn.row_factory = _row
+        self.lock = threading.RLock()
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def one(self, sql: str, params: Tuple[Any, ...] = ()) -> Optional[Dict[str, Any]]:
+        with self.lock:
+            result: Optional[Dict[str, Any]] = self.conn.execute(sql, params).fetchone()
+            return result
+
+    def all(self, sql: str, params: Tuple[Any, ...] = ()) -> List[Dict[str, Any]]:
+        with self.lock:
+            return list(self.conn.execute(sql, params).fetchall())
+
+    def execute(self, sql: str, params: Tuple[Any, ...] = ()) -> int:
+        with self.lock:
+            cur = self.conn.execute(sql, params)
+            return int(cur.rowcount)
+
+    def ping(self) -> bool:
+        return self.one("SELECT 1 AS ok") is not None
+
+    def size_bytes(self) -> int:
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += os.path.getsize(self.path + suffix)
+            except OSError:
+                pass
+        return total
+
+    # users -----------------------------------------------------------------------------
+    def user_by_name(self, username: str) -> Optional[Dict[str, Any]]:
+        return self.one("SELECT * FROM users WHERE username = ?", (username,))
+
+    def user_by_id(self, user_id: int) -> Optional[Dict[str, Any]]:
+        return self.one("SELECT id, username, role, pseudonym FROM users WHERE id = ?", (user_id,))
+
+    def create_user(self, username: str, role: str, password_hash: str) -> int:
+        with self.lock:
+            cur = self.conn.execute(
+                "INSERT INTO users (username, role, password_hash, pseudonym, created_at) VALUES (?, ?, ?, ?, ?)",
+                (username, role, password_hash, new_pseudonym(), utcnow()),
+            )
+            return int(cur.lastrowid)
+
+    def list_users(self) -> List[Dict[str, Any]]:
+        return self.all("SELECT id, username, role, created_at FROM users ORDER BY id")
+
+    def count_admins(self) -> int:
+        row = self.one("SELECT count(*) AS n FROM users WHERE role = 'admin'")
+        return int(row["n"]) if row else 0
+
+    # api keys --------------------------------------------------------------------------
+    def create_api_key(self, user_id: int, name: str, key_hash: str, prefix: str) -> Dict[str, Any]:
+        now = utcnow()
+        with self.lock:
+            cur = self.conn.execute(
+                "INSERT INTO api_keys (user_id, name, key_hash, prefix, created_at) VALUES (?, ?, ?, ?, ?)",
+                (user_id, name, key_hash, prefix, now),
+            )
+            return {"id": int(cur.lastrowid), "name": name, "prefix": prefix, "created_at": now}
+
+    def user_by_api_key(self, key_hash: str) -> Optional[Dict[str, Any]]:
+        return self.one(
+            "SELECT u.id, u.username, u.role, u.pseudonym, k.id AS key_id FROM api_keys k "
+            "JOIN users u ON u.id = k.user_id WHERE k.key_hash = ?",
+            (key_hash,),
+        )
+
+    def touch_api_key(self, key_id: int) -> None:
+        self.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (utcnow(), key_id))
+
+    # agents ----------------------------------------------------------------------------
+    @staticmethod
+    def _agent(row: Dict[str, Any]) -> Dict[str, Any]:
+        row = dict(row)
+        row["capabilities"] = json.loads(row["capabilities"])
+        return row
+
+    def insert_agent(self, agent: Dict[str, Any], created_by: Optional[int]) -> None:
+        self.execute(
+            "INSERT INTO agents (id, name, type, capabilities, state, current_task, tasks_completed,"
+            " created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                agent["id"], agent["name"], agent["type"], json.dumps(agent["capabilities"]),
+                agent["state"], agent["current_task"], agent["tasks_completed"], created_by,
+                agent["created_at"], agent["updated_at"],
+            ),
+        )
+
+    def update_agent(self, agent: Dict[str, Any]) -> None:
+        self.execute(
+            "UPDATE agents SET state = ?, current_task = ?, tasks_completed = ?, updated_at = ? WHERE id = ?",
+            (agent["state"], agent["current_task"], agent["tasks_completed"], agent["updated_at"], agent["id"]),
+        )
+
+    def delete_agent(self, agent_id: str) -> int:
+        return self.execute("DELETE FROM agents WHERE id = ?", (agent_id,))
+
+    def load_agents(self) -> List[Dict[str, Any]]:
+        return [self._agent(r) for r in self.all(f"SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at")]
+
+    def search_agents(self, query: str, limit: int, offset: int) -> List[Dict[str, Any]]:
+        """Substring match on name or type; the query is a bound parameter, LIKE wildcards
+        in it are escaped, so any text is just text."""
+        pattern = "%" + query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        rows = self.all(
+            f"SELECT {AGENT_COLUMNS} FROM agents WHERE name LIKE ? ESCAPE '\\' OR type LIKE ? ESCAPE '\\'"
+            " ORDER BY created_at LIMIT ? OFFSET ?",
+            (pattern, pattern, limit, offset),
+        )
+        return [self._agent(r) for r in rows]
+
+    def list_agents(self, limit: int, offset: int) -> List[Dict[str, Any]]:
+        rows = self.all(f"SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at LIMIT ? OFFSET ?", (limit, offset))
+        return [self._agent(r) for r in rows]
+
+    # tasks -----------------------------------------------------------------------------
+    @staticmethod
+    def _task(row: Dict[str, Any]) -> Dict[str, Any]:
+        row = dict(row)
+        row["required_capabilities"] = json.loads(row["required_capabilities"])
+        row["result"] = json.loads(row["result"]) if row["result"] else None
+        return row
+
+    def insert_task(self, task: Dict[str, Any], created_by: Optional[int]) -> None:
+        self.execute(
+            "INSERT INTO tasks (id, description, priority, required_capabilities, state, assigned_agent,"
+            " result, error, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                task["id"], task["description"], task["priority"], json.dumps(task["required_capabilities"]),
+                task["state"], task["assigned_agent"], None, task["error"], created_by,
+                task["created_at"], task["updated_at"],
+            ),
+        )
+
+    def update_task(self, task: Dict[str, Any]) -> None:
+        self.execute(
+            "UPDATE tasks SET state = ?, assigned_agent = ?, result = ?, error = ?, updated_at = ? WHERE id = ?",
+            (
+                task["state"], task["assigned_agent"],
+                json.dumps(task["result"]) if task["result"] is not None else None,
+                task["error"], task["updated_at"], task["id"],
+            ),
+        )
+
+    def get_task(self, task_id: str) -> Optional[Dict[str, Any]]:
+        row = self.one(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
+        return self._task(row) if row else None
+
+    def list_tasks(self, state: Optional[str], limit: int, offset: int) -> List[Dict[str, Any]]:
+        if state:
+            rows = self.all(
+                f"SELECT {TASK_COLUMNS} FROM tasks WHERE state = ? ORDER BY created_at LIMIT ? OFFSET ?",
+                (state, limit, offset),
+            )
+        else:
+            rows = self.all(f"SELECT {TASK_COLUMNS} FROM tasks ORDER BY created_at LIMIT ? OFFSET ?", (limit, offset))
+        return [self._task(r) for r in rows]
+
+    def unfinished_tasks(self) -> List[Dict[str, Any]]:
+        rows = self.all(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE state IN ('Pending', 'Assigned', 'InProgress') ORDER BY created_at"
+        )
+        return [self._task(r) for r in rows]
+
+    def counts_by_state(self, table: str) -> Dict[str, int]:
+        assert table in ("agents", "tasks")
+        return {r["state"]: int(r["n"]) for r in self.all(f"SELECT state, count(*) AS n FROM {table} GROUP BY state")}
+
+    # audit -----------------------------------------------------------------------------
+    def insert_audit(self, ts: str, event: str, client_id: str, user: Optional[Dict[str, Any]], detail: str) -> None:
+        self.execute(
+            "INSERT INTO audit_events (ts, event, client_id, user_id, user_ref, username, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                ts, event, client_id,
+                user["id"] if user else None,
+                user["pseudonym"] if user else None,
+                user["username"] if user else None,
+                detail,
+            ),
+        )
+
+    def audit_counts(self) -> Dict[str, int]:
+        return {r["event"]: int(r["n"]) for r in self.all("SELECT event, count(*) AS n FROM audit_events GROUP BY event")}
+
+    # GDPR ------------------------------------------------------------------------------
+    def export_user(self, user_id: int) -> Dict[str, Any]:
+        with self.lock:
+            profile = self.one("SELECT id, username, role, pseudonym, created_at FROM users WHERE id = ?", (user_id,))
+            keys = self.all(
+                "SELECT id, name, prefix, created_at, last_used_at FROM api_keys WHERE user_id = ? ORDER BY id",
+                (user_id,),
+            )
+            agents = [
+                self._agent(r)
+                for r in self.all(f"SELECT {AGENT_COLUMNS} FROM agents WHERE created_by = ? ORDER BY created_at", (user_id,))
+            ]
+            tasks = [
+                self._task(r)
+                for r in self.all(f"SELECT {TASK_COLUMNS} FROM tasks WHERE created_by = ? ORDER BY created_at", (user_id,))
+            ]
+            audit = self.all(
+                "SELECT ts, event, client_id, detail FROM audit_events WHERE user_id = ? ORDER BY id", (user_id,)
+            )
+        return {"user": profile, "api_keys": keys, "agents": agents, "tasks": tasks, "audit_events": audit}
+
+    def erase_user(self, user_id: int) -> Dict[str, int]:
+        """Delete the account and its keys, unlink agents and tasks, pseudonymise the audit trail.
+
+        After this, the pseudonym in audit lines maps to nobody: the users row was the only link."""
+        with self.transaction() as conn:
+            keys = conn.execute("DELETE FROM api_keys WHERE user_id = ?", (user_id,)).rowcount
+            agents = conn.execute("UPDATE agents SET created_by = NULL WHERE created_by = ?", (user_id,)).rowcount
+            tasks = conn.execute("UPDATE tasks SET created_by = NULL WHERE created_by = ?", (user_id,)).rowcount
+            audit = conn.execute(
+                "UPDATE audit_events SET user_id = NULL, username = NULL WHERE user_id = ?", (user_id,)
+            ).rowcount
+            conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        return {"api_keys": keys, "agents_unlinked": agents, "tasks_unlinked": tasks, "audit_events_pseudonymised": audit}
