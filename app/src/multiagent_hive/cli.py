@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="multiagent-hive",
         description="AI Orchestrator Hub. Without a command it serves HTTP.",
+        allow_abbrev=False,
     )
     p.add_argument("--config", help="TOML config file (default /etc/ai-orchestrator/config.toml)")
     p.add_argument("--env-file", help="KEY=VALUE environment file (default /etc/ai-orchestrator/environment)")
