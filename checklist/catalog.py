@@ -1,0 +1,283 @@
+"""The checklist catalog and the two things that point at it: test markers and role task names.
+
+The catalog (``checklist/catalog.yml``) is the only list of checklist items. It does not name
+the tests that verify an item: those are found here by parsing the verification suite
+(``molecule/shared/tests/*.py``) with ``ast`` and reading every ``pytest.mark.checklist(...)``
+marker, so a test is the one place that says what it verifies.
+"""
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CATALOG = ROOT / "checklist" / "catalog.yml"
+TESTS_DIR = ROOT / "molecule" / "shared" / "tests"
+ROLES_DIR = ROOT / "roles"
+
+# PRE-TLS-1, POST-AUTHZ-2, MNT-SEC-W-1: phase, one or more upper-case parts, a number.
+ID_RE = re.compile(r"^(PRE|POST|MNT)(-[A-Z0-9]+)+-[0-9]+$")
+# A task implementing an item starts its name with the ID: "PRE-NET-1 | Allow ssh ...".
+TASK_ID_RE = re.compile(r"^\s*((?:PRE|POST|MNT)(?:-[A-Z0-9]+)+-[0-9]+)\s*\|")
+MANUAL_FIELDS = ("by", "date", "reference")
+
+
+class CatalogError(ValueError):
+    """The catalog file itself is malformed."""
+
+
+@dataclass(frozen=True)
+class Marker:
+    """One ``@pytest.mark.checklist(...)`` found in the suite."""
+
+    ids: Tuple[str, ...]
+    path: str
+    test: str
+    line: int
+
+
+@dataclass
+class MarkerScan:
+    markers: List[Marker] = field(default_factory=list)
+    # Markers whose arguments are not string literals cannot be checked: each is an error.
+    errors: List[str] = field(default_factory=list)
+
+    def by_id(self) -> Dict[str, List[Marker]]:
+        out: Dict[str, List[Marker]] = {}
+        for marker in self.markers:
+            for item_id in marker.ids:
+                out.setdefault(item_id, []).append(marker)
+        return out
+
+
+def load_catalog(path: Path = CATALOG) -> List[Dict[str, Any]]:
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        raise CatalogError(f"{path}: expected a mapping with an 'items' list")
+    for index, item in enumerate(data["items"]):
+        if not isinstance(item, dict) or "id" not in item:
+            raise CatalogError(f"{path}: item #{index} has no id")
+    return data["items"]
+
+
+def catalog_problems(items: List[Dict[str, Any]]) -> List[str]:
+    """Everything wrong with the catalog on its own (not counting tests)."""
+    problems: List[str] = []
+    seen: Dict[str, int] = {}
+    for index, item in enumerate(items):
+        item_id = str(item.get("id"))
+        if not ID_RE.match(item_id):
+            problems.append(f"{item_id}: malformed ID (expected e.g. PRE-NET-1)")
+        if item_id in seen:
+            problems.append(f"{item_id}: duplicate ID (items #{seen[item_id]} and #{index})")
+        seen.setdefault(item_id, index)
+        for key in ("section", "item"):
+            if not isinstance(item.get(key), str) or not item[key].strip():
+                problems.append(f"{item_id}: missing '{key}' (the guide's wording)")
+        controls = item.get("controls", [])
+        if not isinstance(controls, list) or not all(isinstance(c, str) for c in controls):
+            problems.append(f"{item_id}: 'controls' must be a list of strings")
+        manual = item.get("manual", False)
+        if not isinstance(manual, bool):
+            problems.append(f"{item_id}: 'manual' must be true or false")
+        if manual and not (isinstance(item.get("evidence"), str) and item["evidence"].strip()):
+            problems.append(f"{item_id}: manual item without an 'evidence' description")
+        if not manual and "evidence" in item:
+            problems.append(f"{item_id}: 'evidence' on an automated item (tests are its evidence)")
+    return problems
+
+
+def _is_checklist_mark(node: ast.AST) -> bool:
+    """``pytest.mark.checklist`` or ``mark.checklist`` (``from pytest import mark``)."""
+    if not (isinstance(node, ast.Attribute) and node.attr == "checklist"):
+        return False
+    owner = node.value
+    if isinstance(owner, ast.Attribute) and owner.attr == "mark":
+        return isinstance(owner.value, ast.Name) and owner.value.id == "pytest"
+    return isinstance(owner, ast.Name) and owner.id == "mark"
+
+
+def _marks_in(node: ast.AST) -> Iterator[ast.Call]:
+    """Every ``checklist(...)`` call in an expression (a decorator, a pytestmark list)."""
+    nodes = list(ast.walk(node))
+    called = {id(sub.func) for sub in nodes if isinstance(sub, ast.Call)}
+    for sub in nodes:
+        if isinstance(sub, ast.Call) and _is_checklist_mark(sub.func):
+            yield sub
+        elif _is_checklist_mark(sub) and id(sub) not in called:
+            # A bare `@pytest.mark.checklist` with no ID: reported as an error by _ids_of.
+            yield ast.Call(func=sub, args=[], keywords=[], lineno=getattr(sub, "lineno", 0))
+
+
+def _ids_of(call: ast.Call, where: str, errors: List[str]) -> Optional[Tuple[str, ...]]:
+    ids = []
+    for arg in call.args:
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            ids.append(arg.value)
+        else:
+            errors.append(f"{where}: checklist marker argument is not a string literal")
+            return None
+    if call.keywords:
+        errors.append(f"{where}: checklist marker takes IDs as positional strings only")
+        return None
+    if not ids:
+        errors.append(f"{where}: checklist marker without an ID")
+        return None
+    return tuple(ids)
+
+
+def scan_markers(tests_dir: Path = TESTS_DIR) -> MarkerScan:
+    """Find every checklist marker in ``tests_dir/*.py`` (functions, classes, ``pytestmark``).
+
+    A module- or class-level marker applies to every test in it, as pytest applies it.
+    """
+    scan = MarkerScan()
+    for path in sorted(Path(tests_dir).glob("*.py")):
+        rel = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        _scan_body(tree.body, rel, scan, inherited=())
+    return scan
+
+
+def _collect(nodes: Iterable[ast.AST], where: str, scan: MarkerScan) -> Tuple[str, ...]:
+    ids: List[str] = []
+    for node in nodes:
+        for call in _marks_in(node):
+            found = _ids_of(call, f"{where}:{call.lineno}", scan.errors)
+            if found:
+                ids.extend(found)
+    return tuple(ids)
+
+
+def _pytestmark(body: List[ast.stmt]) -> List[ast.AST]:
+    values: List[ast.AST] = []
+    for stmt in body:
+        if isinstance(stmt, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "pytestmark" for t in stmt.targets
+        ):
+            values.append(stmt.value)
+    return values
+
+
+def _scan_body(body: List[ast.stmt], rel: str, scan: MarkerScan, inherited: Tuple[str, ...]) -> None:
+    inherited = inherited + _collect(_pytestmark(body), rel, scan)
+    for node in body:
+        if isinstance(node, ast.ClassDef):
+            own = _collect(node.decorator_list, rel, scan)
+            _scan_body(node.body, rel, scan, inherited + own)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            own = _collect(node.decorator_list, rel, scan)
+            ids = inherited + own
+            if ids and node.name.startswith("test"):
+                scan.markers.append(Marker(ids, rel, node.name, node.lineno))
+            elif own:
+                scan.errors.append(
+                    f"{rel}:{node.lineno}: checklist marker on {node.name}, which is not a test"
+                )
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """A role task whose name starts with a checklist ID."""
+
+    item_id: str
+    name: str
+    tags: Tuple[str, ...]
+    path: str
+
+
+class _AnyTagLoader(yaml.SafeLoader):
+    """Reads task files that may hold ``!vault`` or other custom tags (their value is kept as text)."""
+
+
+def _any_tag(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node) -> Any:
+    if isinstance(node, yaml.ScalarNode):
+        return loader.construct_scalar(node)
+    if isinstance(node, yaml.SequenceNode):
+        return loader.construct_sequence(node)
+    return loader.construct_mapping(node)
+
+
+_AnyTagLoader.add_multi_constructor("!", _any_tag)
+
+
+def _as_tags(value: Any) -> Tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(t.strip() for t in value.split(",") if t.strip())
+    if isinstance(value, list):
+        return tuple(str(t) for t in value)
+    return (str(value),)
+
+
+def _walk_tasks(tasks: Any, path: str, inherited: Tuple[str, ...]) -> Iterator[TaskRef]:
+    if not isinstance(tasks, list):
+        return
+    for task in tasks:
+        if not isinstance(task, dict):
+            continue
+        tags = inherited + _as_tags(task.get("tags"))
+        name = task.get("name")
+        if isinstance(name, str):
+            match = TASK_ID_RE.match(name)
+            if match:
+                yield TaskRef(match.group(1), name, tags, path)
+        for key in ("block", "rescue", "always"):
+            yield from _walk_tasks(task.get(key), path, tags)
+
+
+def scan_role_tasks(roles_dir: Path = ROLES_DIR) -> List[TaskRef]:
+    refs: List[TaskRef] = []
+    for path in sorted(Path(roles_dir).glob("*/tasks/*.yml")):
+        rel = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.load(handle, Loader=_AnyTagLoader)  # noqa: S506 - a SafeLoader subclass
+        refs.extend(_walk_tasks(data, rel, ()))
+    return refs
+
+
+def task_problems(refs: List[TaskRef], known: Iterable[str]) -> List[str]:
+    known_ids = set(known)
+    problems = []
+    for ref in refs:
+        if ref.item_id not in known_ids:
+            problems.append(f"{ref.path}: task '{ref.name}' names {ref.item_id}, not in the catalog")
+        if ref.item_id.lower() not in ref.tags:
+            problems.append(
+                f"{ref.path}: task '{ref.name}' lacks the tag '{ref.item_id.lower()}'"
+            )
+    return problems
+
+
+def coverage_problems(items: List[Dict[str, Any]], scan: MarkerScan) -> Tuple[List[str], List[str]]:
+    """(automated items with no marked test, markers naming IDs not in the catalog)."""
+    by_id = scan.by_id()
+    known = {str(i["id"]) for i in items}
+    untested = [
+        str(i["id"]) for i in items if not i.get("manual", False) and str(i["id"]) not in by_id
+    ]
+    unknown = [
+        f"{m.path}:{m.line} {m.test} marks {item_id}, not in the catalog"
+        for item_id, marks in sorted(by_id.items())
+        if item_id not in known
+        for m in marks
+    ]
+    return untested, unknown
+
+
+def manual_on_tested(items: List[Dict[str, Any]], scan: MarkerScan) -> List[str]:
+    """Manual items that a test claims to verify: one of the two is wrong."""
+    by_id = scan.by_id()
+    return [
+        f"{i['id']} is manual but {m.path}:{m.line} {m.test} marks it"
+        for i in items
+        if i.get("manual", False)
+        for m in by_id.get(str(i["id"]), [])
+    ]

@@ -1,0 +1,237 @@
+"""The catalog against the guide, the verification suite's markers and the roles' task names."""
+from __future__ import annotations
+
+import os
+import re
+import textwrap
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
+
+from checklist import catalog as cat
+
+GUIDE_CANDIDATES = [
+    Path(os.environ["HUB_GUIDE"]) if os.environ.get("HUB_GUIDE") else None,
+    cat.ROOT.parent / "shared" / "deployment-guide.md",
+]
+# In Post-Deployment Validation the items are the comments of the guide's command blocks.
+POST_ITEM_RE = re.compile(r"^# ((?:Test|Check|Verify|Monitor) .+)$")
+
+
+@pytest.fixture(scope="module")
+def items():
+    return cat.load_catalog()
+
+
+@pytest.fixture(scope="module")
+def scan():
+    return cat.scan_markers()
+
+
+def guide_items(text: str) -> List[Tuple[str, str]]:
+    """(section path, wording) of every checklist item of the guide, in order."""
+    found: List[Tuple[str, str]] = []
+    heads = {2: "", 3: "", 4: ""}
+    in_code = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+            continue
+        if not in_code:
+            match = re.match(r"^(#{2,4}) (?:\[ \] )?(.+?)\s*$", line)
+            if match:
+                level = len(match.group(1))
+                heads[level] = match.group(2)
+                for deeper in range(level + 1, 5):
+                    heads[deeper] = ""
+                continue
+        top = heads[2]
+        section = " / ".join(h for h in (heads[2], heads[3], heads[4]) if h)
+        if top in ("Pre-Deployment Checklist", "Ongoing Maintenance") and not in_code:
+            match = re.match(r"^- \[ \] (.+?)\s*$", line)
+            if match:
+                found.append((section, match.group(1)))
+        elif top == "Post-Deployment Validation" and in_code:
+            match = POST_ITEM_RE.match(line.strip())
+            if match:
+                found.append((section, match.group(1)))
+    return found
+
+
+def test_catalog_is_well_formed(items):
+    assert cat.catalog_problems(items) == []
+
+
+def test_catalog_has_every_guide_item_with_its_wording():
+    guide = next((p for p in GUIDE_CANDIDATES if p is not None and p.is_file()), None)
+    if guide is None:
+        pytest.skip("the deployment guide is not beside the repository (../shared/)")
+    expected = guide_items(guide.read_text(encoding="utf-8"))
+    assert len(expected) == 80, f"the guide parser found {len(expected)} items, the guide has 80"
+    listed = [(i["section"], i["item"]) for i in cat.load_catalog()]
+    missing = [e for e in expected if e not in listed]
+    extra = [e for e in listed if e not in expected]
+    assert not missing, f"guide items missing from the catalog: {missing}"
+    assert not extra, f"catalog items whose section/wording is not in the guide: {extra}"
+    assert listed == expected, "catalog order differs from the guide's"
+
+
+def test_marker_arguments_are_literal_ids(scan):
+    assert scan.errors == []
+
+
+def test_every_marker_names_a_catalog_item(items, scan):
+    _, unknown = cat.coverage_problems(items, scan)
+    assert unknown == []
+
+
+def test_every_automated_item_has_a_test(items, scan):
+    untested, _ = cat.coverage_problems(items, scan)
+    assert untested == [], (
+        f"{len(untested)} automated item(s) without a test marked @pytest.mark.checklist(ID) "
+        f"in molecule/shared/tests: {', '.join(untested)}"
+    )
+
+
+def test_manual_items_are_not_claimed_by_tests(items, scan):
+    assert cat.manual_on_tested(items, scan) == []
+
+
+def test_every_manual_item_says_what_evidence_is_attested(items):
+    manual = [i for i in items if i.get("manual")]
+    assert manual, "the guide has process items (DPIA, risk assessment): some must be manual"
+    assert all(str(i.get("evidence", "")).strip() for i in manual)
+
+
+def test_role_tasks_name_catalog_ids_and_carry_their_tag(items):
+    refs = cat.scan_role_tasks()
+    assert cat.task_problems(refs, [i["id"] for i in items]) == []
+
+
+# The checks above rely on these helpers; each is shown to catch what it is for.
+
+
+def test_catalog_problems_catches_bad_items():
+    bad = [
+        {"id": "PRE-NET-1", "section": "s", "item": "i", "controls": []},
+        {"id": "PRE-NET-1", "section": "s", "item": "i", "controls": []},
+        {"id": "pre-net-2", "section": "s", "item": "i"},
+        {"id": "PRE-NET-3", "section": "s", "item": "i", "manual": True},
+        {"id": "PRE-NET-4", "section": "", "item": "i", "evidence": "x"},
+    ]
+    problems = "\n".join(cat.catalog_problems(bad))
+    assert "PRE-NET-1: duplicate ID" in problems
+    assert "pre-net-2: malformed ID" in problems
+    assert "PRE-NET-3: manual item without an 'evidence'" in problems
+    assert "PRE-NET-4: missing 'section'" in problems
+    assert "PRE-NET-4: 'evidence' on an automated item" in problems
+
+
+def test_marker_scan_reads_functions_classes_and_pytestmark(tmp_path):
+    (tmp_path / "test_a.py").write_text(textwrap.dedent('''
+        import pytest
+        from pytest import mark
+
+        pytestmark = [pytest.mark.slow, pytest.mark.checklist("PRE-SRV-4")]
+
+        @pytest.mark.checklist("PRE-NET-1", "PRE-NET-4")
+        def test_one(host):
+            pass
+
+        @mark.checklist("PRE-ACC-2")
+        class TestSsh:
+            def test_two(self, host):
+                pass
+
+            @pytest.mark.checklist("PRE-ACC-4")
+            def test_three(self, host):
+                pass
+
+        def helper():
+            pass
+    '''))
+    scan = cat.scan_markers(tmp_path)
+    assert scan.errors == []
+    got = {m.test: m.ids for m in scan.markers}
+    assert got == {
+        "test_one": ("PRE-SRV-4", "PRE-NET-1", "PRE-NET-4"),
+        "test_two": ("PRE-SRV-4", "PRE-ACC-2"),
+        "test_three": ("PRE-SRV-4", "PRE-ACC-2", "PRE-ACC-4"),
+    }
+
+
+def test_marker_scan_rejects_what_it_cannot_check(tmp_path):
+    (tmp_path / "test_b.py").write_text(textwrap.dedent('''
+        import pytest
+        ID = "PRE-NET-1"
+
+        @pytest.mark.checklist(ID)
+        def test_variable():
+            pass
+
+        @pytest.mark.checklist
+        def test_bare():
+            pass
+
+        @pytest.mark.checklist()
+        def test_empty():
+            pass
+
+        @pytest.mark.checklist("PRE-NET-2")
+        def not_a_test():
+            pass
+    '''))
+    errors = "\n".join(cat.scan_markers(tmp_path).errors)
+    assert "not a string literal" in errors
+    assert errors.count("without an ID") == 2
+    assert "not_a_test, which is not a test" in errors
+
+
+def test_coverage_finds_untested_items_and_unknown_ids(tmp_path):
+    (tmp_path / "test_c.py").write_text(
+        'import pytest\n@pytest.mark.checklist("PRE-NET-1", "PRE-NOPE-9")\ndef test_x():\n    pass\n'
+    )
+    scan = cat.scan_markers(tmp_path)
+    items = [
+        {"id": "PRE-NET-1"},
+        {"id": "PRE-NET-2"},
+        {"id": "PRE-GDPR-1", "manual": True},
+    ]
+    untested, unknown = cat.coverage_problems(items, scan)
+    assert untested == ["PRE-NET-2"]
+    assert len(unknown) == 1 and "PRE-NOPE-9" in unknown[0]
+
+
+def test_task_scan_checks_ids_and_tags(tmp_path):
+    tasks = tmp_path / "hub_x" / "tasks"
+    tasks.mkdir(parents=True)
+    (tasks / "main.yml").write_text(textwrap.dedent('''
+        ---
+        - name: PRE-NET-1 | Allow ssh first
+          ansible.builtin.debug: {msg: x}
+          tags: [firewall, pre-net-1]
+        - name: PRE-NET-4 | Rate limit
+          ansible.builtin.debug: {msg: x}
+          tags: firewall
+        - name: Block of the DDoS settings
+          tags: [pre-net-2]
+          block:
+            - name: PRE-NET-2 | Segment
+              ansible.builtin.debug: {msg: x}
+            - name: PRE-BOGUS-1 | Not in the catalog
+              ansible.builtin.debug: {msg: x}
+              tags: [pre-bogus-1]
+        - name: Plain task without an ID
+          ansible.builtin.debug: {msg: x}
+          vars:
+            secret: !vault |
+              $ANSIBLE_VAULT;1.1;AES256
+              6331
+    '''))
+    refs = cat.scan_role_tasks(tmp_path)
+    assert [r.item_id for r in refs] == ["PRE-NET-1", "PRE-NET-4", "PRE-NET-2", "PRE-BOGUS-1"]
+    problems = cat.task_problems(refs, ["PRE-NET-1", "PRE-NET-2", "PRE-NET-4"])
+    assert len(problems) == 2
+    assert "lacks the tag 'pre-net-4'" in problems[0]
+    assert "PRE-BOGUS-1, not in the catalog" in problems[1]
