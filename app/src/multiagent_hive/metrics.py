@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
+import re
 import signal
 import threading
 from typing import Any, Iterable, Optional
@@ -22,14 +23,27 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 
 def prepare_dir(path: str) -> None:
-    """Create METRICS_DIR and remove the files of earlier processes (required at start by
-    prometheus_client's multiprocess mode, or dead processes' counters would be summed)."""
+    """Create METRICS_DIR and remove the files of processes that are gone (prometheus_client's
+    multiprocess mode requires this at start, or dead processes' counters would be summed).
+    Files of a live process are kept: an instance that fails to start must not wipe them."""
     os.makedirs(path, mode=0o750, exist_ok=True)
     for stale in glob.glob(os.path.join(path, "*.db")):
+        match = re.search(r"_(\d+)\.db$", stale)
+        if match and int(match.group(1)) != os.getpid() and _alive(int(match.group(1))):
+            continue
         try:
             os.unlink(stale)
         except FileNotFoundError:
             pass
+
+
+def _alive(pid: int) -> bool:
+    """A running multiagent-hive (a reused pid of another program does not count)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return b"multiagent" in handle.read()
+    except OSError:
+        return False
 
 
 class RequestMetrics:

@@ -32,6 +32,14 @@ class NotifyingServer(uvicorn.Server):
             notify("READY=1\nSTATUS=listening on %s:%s" % (self.config.host, self.config.port))
             LOG.warning("multiagent-hive listening on %s:%s", self.config.host, self.config.port)
 
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        # uvicorn re-raises a captured SIGTERM after shutting down, so the process would die
+        # by the signal; a graceful stop is a clean exit 0 here.
+        if sig == signal.SIGTERM:
+            self.should_exit = True
+            return
+        super().handle_exit(sig, frame)
+
     async def shutdown(self, sockets: Optional[List[Any]] = None) -> None:
         notify("STOPPING=1")
         await super().shutdown(sockets=sockets)
