@@ -87,6 +87,7 @@ class HiveApp:
         self.login_limit = TokenBuckets(settings.login_rate_per_minute / 60.0, settings.login_burst)
         self.trusted = settings.trusted_networks()
         self._trusted_cache: Dict[str, bool] = {}
+        self._peer_cache: Dict[str, str] = {}
         self._rate_logged: Dict[str, float] = {}
         self._key_touched: Dict[int, float] = {}
         self.max_body = settings.max_body_bytes
@@ -128,7 +129,13 @@ class HiveApp:
     # ASGI layer --------------------------------------------------------------------------
     def client_ip(self, scope: Scope) -> str:
         client = scope.get("client")
-        peer = clean_ip(client[0]) if client else "0.0.0.0"
+        raw = client[0] if client else "0.0.0.0"
+        peer = self._peer_cache.get(raw)
+        if peer is None:
+            peer = clean_ip(raw)
+            if len(self._peer_cache) >= 10_000:
+                self._peer_cache.clear()
+            self._peer_cache[raw] = peer
         if not self._is_trusted(peer):
             return peer
         forwarded = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]

@@ -146,6 +146,7 @@ def connect(path: str, key: str, *, create: bool = False, readonly: bool = False
     conn.execute("PRAGMA foreign_keys = ON")
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute("PRAGMA cache_size = -4096")  # 4 MiB of decrypted pages is plenty here
     if not readonly:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")

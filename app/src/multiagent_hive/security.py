@@ -47,6 +47,9 @@ class Tokens:
     def __init__(self, settings: Settings) -> None:
         self.secret = settings.jwt_secret.encode("utf-8")
         self.expiry = settings.jwt_expiry_seconds
+        # Verified claims by token: signature checks dominate the request cost otherwise.
+        # Expiry is re-checked on every hit; revocation is the caller's user lookup.
+        self._verified: Dict[str, Dict[str, Any]] = {}
 
     def issue(self, user_id: int, role: str) -> Tuple[str, int]:
         now = int(time.time())
@@ -64,8 +67,14 @@ class Tokens:
 
     def decode(self, token: str) -> Optional[Dict[str, Any]]:
         """Claims of a valid token, None otherwise. Only HS256 is accepted (no `none`)."""
+        cached = self._verified.get(token)
+        if cached is not None:
+            if cached["exp"] > time.time():
+                return cached
+            del self._verified[token]
+            return None
         try:
-            return jwt.decode(
+            claims: Dict[str, Any] = jwt.decode(
                 token,
                 self.secret,
                 algorithms=[JWT_ALGORITHM],
@@ -75,6 +84,10 @@ class Tokens:
             )
         except jwt.PyJWTError:
             return None
+        if len(self._verified) >= 4096:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
 
 
 class ApiKeys:
