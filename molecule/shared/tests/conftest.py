@@ -100,10 +100,18 @@ def admin_password(host: Any) -> str:
         return host.file(ADMIN_PASSWORD_FILE).content_string.strip()
 
 
+# Logins are rate limited (nginx and the app, per client address): log in once per host and
+# test session, not once per test. Tokens live an hour, far longer than the suite.
+_ADMIN_TOKENS: Dict[str, str] = {}
+
+
 @pytest.fixture()
-def admin_token(edge_client: Client, admin_password: str) -> str:
-    resp = edge_client.post(
-        "/api/auth/login", json_body={"username": "admin", "password": admin_password}
-    )
-    assert resp.status == 200, resp.body
-    return resp.json()["access_token"]
+def admin_token(host: Any, edge_client: Client, admin_password: str) -> str:
+    key = host.backend.get_pytest_id()
+    if key not in _ADMIN_TOKENS:
+        resp = edge_client.post(
+            "/api/auth/login", json_body={"username": "admin", "password": admin_password}
+        )
+        assert resp.status == 200, f"admin login through nginx: {resp.status} {resp.body}"
+        _ADMIN_TOKENS[key] = resp.json()["access_token"]
+    return _ADMIN_TOKENS[key]
