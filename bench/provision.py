@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""Speed and scale of provisioning (issue 7): playbooks/site.yml on 1 and on 4 local
+containers at once.
+
+Phases (all by default):
+  first1  a fresh hub-bench-1: first converge, timed
+  first4  four fresh containers hub-bench-1..4: first converge at once, timed
+  rerun   idempotent re-runs of the four converged hosts, per settings variant, on one host
+          (--limit hub-bench-1) and on all four; each must report changed=0 failed=0
+  verify  the verification suite (molecule/shared/tests, podman backend) on hub-bench-1
+          after the last variant, so the fastest setting is shown to leave a correct host
+
+Variants (environment over the repo's ansible.cfg; the connection is containers.podman.podman
+unless said otherwise):
+  baseline       ansible.cfg as committed: linear, forks 20, gathering=smart with the jsonfile
+                 fact cache, pipelining=true (containers.podman.podman has has_pipelining=False,
+                 so pipelining cannot change anything on this connection)
+  no-fact-cache  ANSIBLE_GATHERING=implicit + memory cache: facts gathered on every run
+  free           ANSIBLE_STRATEGY=free: hosts do not wait for each other per task
+  mitogen        mitogen 0.3.x (pip install --target, outside the venv) strategy mitogen_linear;
+                 ansible_connection=podman, which mitogen turns into its own mitogen_podman
+                 (one persistent interpreter per host instead of podman exec + cp per module)
+  mitogen-free   mitogen_free
+
+At most four containers of this bench exist at a time; all are removed at the end unless
+--keep. Writes bench/results/provision.json and prints a table.
+
+    /work/main/.venv/bin/python bench/provision.py [--phases first1,first4,rerun,verify]
+        [--variants baseline,no-fact-cache,free,mitogen,mitogen-free] [--hosts 4] [--keep]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import hubbench as hb  # noqa: E402
+
+MITOGEN_VERSION = "0.3.54"
+VARIANTS = ("baseline", "no-fact-cache", "free", "mitogen", "mitogen-free")
+TARGET_RERUN_1_HOST_S = 30.0
+TARGET_RATIO_4_TO_1 = 1.6
+
+
+def install_mitogen(directory: Path) -> Path:
+    """mitogen into a directory of its own (the shared venv stays as it is)."""
+    marker = directory / "ansible_mitogen" / "plugins" / "strategy"
+    if not marker.is_dir():
+        subprocess.run([str(hb.VENV_BIN / "pip"), "install", "-q", "--no-deps", "--target", str(directory),
+                        f"mitogen=={MITOGEN_VERSION}"], check=True)
+    return marker
+
+
+def variant_env(variant: str, workdir: Path) -> Dict[str, str]:
+    env = {"ANSIBLE_CACHE_PLUGIN_CONNECTION": str(workdir / "facts")}
+    if variant == "no-fact-cache":
+        env.update(ANSIBLE_GATHERING="implicit", ANSIBLE_CACHE_PLUGIN="memory")
+    elif variant == "free":
+        env.update(ANSIBLE_STRATEGY="free")
+    elif variant.startswith("mitogen"):
+        strategies = install_mitogen(workdir / "mitogen")
+        env.update(ANSIBLE_STRATEGY_PLUGINS=str(strategies),
+                   ANSIBLE_STRATEGY="mitogen_free" if variant == "mitogen-free" else "mitogen_linear",
+                   PYTHONPATH=str(workdir / "mitogen"))
+    elif variant != "baseline":
+        raise ValueError(variant)
+    return env
+
+
+def summarize(run: Dict[str, Any], hosts: List[str]) -> Dict[str, Any]:
+    recap = run["recap"]
+    per_host = [recap.get(h, {}) for h in hosts]
+    ok = bool(per_host) and all(r and r["failed"] == 0 and r["unreachable"] == 0 for r in per_host) and run["rc"] == 0
+    first = per_host[0] if per_host and per_host[0] else {}
+    return {
+        "hosts": len(hosts),
+        "wall_s": run["wall_s"],
+        "s_per_host": round(run["wall_s"] / len(hosts), 1),
+        "tasks_per_host": first.get("ok", 0) + first.get("skipped", 0) + first.get("failed", 0),
+        "ok": first.get("ok"), "skipped": first.get("skipped"),
+        "changed_total": sum(r.get("changed", 0) for r in per_host),
+        "failed_total": sum(r.get("failed", 0) + r.get("unreachable", 0) for r in per_host),
+        "rc": run["rc"],
+        "succeeded": ok,
+        "command": run["command"],
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description="site.yml on 1 and 4 bench containers: first converge and re-runs")
+    p.add_argument("--phases", default="first1,first4,rerun,verify")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--hosts", type=int, default=4, choices=range(2, 5), help="size of the multi-host set (2-4)")
+    p.add_argument("--keep", action="store_true", help="keep the containers (and the temp dir) afterwards")
+    p.add_argument("--force", action="store_true", help="run even if not all nine roles are committed")
+    p.add_argument("--out", default=str(hb.REPO / "bench" / "results" / "provision.json"))
+    args = p.parse_args()
+    phases = args.phases.split(",")
+    variants = [v for v in args.variants.split(",") if v]
+    for v in variants:
+        if v not in VARIANTS:
+            p.error(f"unknown variant {v}; choose from {', '.join(VARIANTS)}")
+    missing = hb.roles_ready()
+    if missing and not args.force:
+        print("not all roles are committed yet: " + ", ".join(missing) + " (--force to run anyway)", file=sys.stderr)
+        return 2
+
+    workdir = Path(tempfile.mkdtemp(prefix="hub-bench-provision-"))
+    names = [f"{hb.PREFIX}{i}" for i in range(1, args.hosts + 1)]
+    one = names[:1]
+    result: Dict[str, Any] = {
+        "benchmark": "provision",
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python bench/provision.py " + " ".join(sys.argv[1:]),
+        "image": hb.IMAGE,
+        "hosts_multi": args.hosts,
+        "first_converge": {},
+        "rerun": {},
+        "targets": {},
+    }
+    log_dir = workdir / "logs"
+    log_dir.mkdir()
+    inv = hb.write_inventory(workdir / "inventory", names)
+    inv_one = hb.write_inventory(workdir / "inventory-1", one)
+    inv_mitogen = hb.write_inventory(workdir / "inventory-mitogen", names, connection="podman")
+
+    def step(label: str, inventory: Path, hosts: List[str], env: Dict[str, str], limit: str = "") -> Dict[str, Any]:
+        print(f"[provision] {label} ...", flush=True)
+        run = hb.run_playbook(inventory, log_dir / f"{label}.log", env, limit=limit or None)
+        s = summarize(run, hosts)
+        s["log"] = str(log_dir / f"{label}.log")
+        print(f"[provision] {label}: {s['wall_s']} s, rc {s['rc']}, changed {s['changed_total']}, "
+              f"failed {s['failed_total']}", flush=True)
+        return s
+
+    try:
+        if "first1" in phases:
+            hb.create(one)
+            result["first_converge"]["1"] = step("first-1", inv_one, one, variant_env("baseline", workdir / "first1"))
+            hb.remove(one)
+        if "first4" in phases or "rerun" in phases or "verify" in phases:
+            if "first4" in phases or not all(hb.exists(n) for n in names):
+                hb.create(names)
+                result["first_converge"][str(len(names))] = step(
+                    f"first-{len(names)}", inv, names, variant_env("baseline", workdir))
+        if "rerun" in phases:
+            for variant in variants:
+                env = variant_env(variant, workdir)
+                inventory = inv_mitogen if variant.startswith("mitogen") else inv
+                r1 = step(f"rerun-{variant}-1", inventory, one, env, limit=one[0])
+                rn = step(f"rerun-{variant}-{len(names)}", inventory, names, env)
+                ratio = round(rn["wall_s"] / r1["wall_s"], 2) if r1["wall_s"] else None
+                correct = r1["succeeded"] and rn["succeeded"] and r1["changed_total"] == 0 and rn["changed_total"] == 0
+                result["rerun"][variant] = {"1": r1, str(len(names)): rn, "ratio": ratio, "correct": correct}
+            # After the other strategies, the committed settings must still find nothing to change.
+            if variants and variants[-1] != "baseline":
+                check = step("rerun-baseline-after", inv, names, variant_env("baseline", workdir))
+                result["rerun_baseline_after_variants"] = check
+        if "verify" in phases:
+            print("[provision] verification suite on hub-bench-1 ...", flush=True)
+            started = time.monotonic()
+            res = subprocess.run(
+                [str(hb.VENV_BIN / "pytest"), "molecule/shared/tests", f"--hosts=podman://{one[0]}",
+                 "-p", "no:cacheprovider", "-q", "-x", "--tb=line"],
+                cwd=hb.REPO, env=hb.base_env(), capture_output=True, text=True, timeout=1800, check=False)
+            tail = res.stdout.strip().splitlines()[-1:] or [""]
+            result["verify"] = {"rc": res.returncode, "summary": tail[0], "wall_s": round(time.monotonic() - started, 1)}
+            (log_dir / "verify.log").write_text(res.stdout + res.stderr)
+            print(f"[provision] verify: rc {res.returncode}: {tail[0]}", flush=True)
+    finally:
+        if not args.keep:
+            hb.remove(names)
+            hb.remove_network_if_unused()
+        print(f"[provision] logs in {log_dir}", file=sys.stderr)
+
+    # Targets: one host re-run <= 30 s; N hosts within 1.6x one host; best correct variant.
+    correct = {v: r for v, r in result["rerun"].items() if r["correct"]}
+    if correct:
+        best = min(correct, key=lambda v: correct[v][str(len(names))]["wall_s"])
+        b = correct[best]
+        result["best_variant"] = best
+        result["targets"] = {
+            "rerun_one_host_within_30s": {"value": b["1"]["wall_s"], "variant": best,
+                                          "pass": b["1"]["wall_s"] <= TARGET_RERUN_1_HOST_S},
+            "four_hosts_within_1_6x_one": {"value": b["ratio"], "variant": best,
+                                           "pass": b["ratio"] is not None and b["ratio"] <= TARGET_RATIO_4_TO_1},
+        }
+        base = result["rerun"].get("baseline")
+        if base:
+            result["targets"]["baseline_rerun_one_host_within_30s"] = {
+                "value": base["1"]["wall_s"], "pass": base["1"]["wall_s"] <= TARGET_RERUN_1_HOST_S}
+            result["targets"]["baseline_four_hosts_within_1_6x_one"] = {
+                "value": base["ratio"], "pass": base["ratio"] is not None and base["ratio"] <= TARGET_RATIO_4_TO_1}
+    first = result["first_converge"]
+    if "1" in first and str(len(names)) in first:
+        result["first_converge"]["ratio"] = round(first[str(len(names))]["wall_s"] / first["1"]["wall_s"], 2)
+
+    print(f"\n{'run':<28}{'hosts':>6}{'wall s':>9}{'s/host':>8}{'tasks/host':>11}{'changed':>9}{'failed':>8}")
+    for key in ("1", str(len(names))):
+        if key in first:
+            s = first[key]
+            print(f"{'first converge':<28}{s['hosts']:>6}{s['wall_s']:>9}{s['s_per_host']:>8}"
+                  f"{s['tasks_per_host']:>11}{s['changed_total']:>9}{s['failed_total']:>8}")
+    if "ratio" in first:
+        print(f"{'  first converge ratio':<28}{'':>6}{first['ratio']:>9}")
+    for variant, r in result["rerun"].items():
+        for key in ("1", str(len(names))):
+            s = r[key]
+            print(f"{'re-run ' + variant:<28}{s['hosts']:>6}{s['wall_s']:>9}{s['s_per_host']:>8}"
+                  f"{s['tasks_per_host']:>11}{s['changed_total']:>9}{s['failed_total']:>8}")
+        print(f"{'  ratio ' + variant:<28}{'':>6}{r['ratio']!s:>9}{'':>8}{'':>11}  {'correct' if r['correct'] else 'NOT CORRECT'}")
+    if "verify" in result:
+        print(f"verification suite on {one[0]}: {result['verify']['summary']}")
+    for name, t in result["targets"].items():
+        print(f"  {'PASS' if t['pass'] else 'FAIL'}  {name} ({t['value']})")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
