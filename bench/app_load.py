@@ -173,6 +173,13 @@ class Bench:
             stdout=subprocess.DEVNULL, stderr=open(self.tmp / "bare.stderr", "wb"),  # noqa: SIM115
         )
         self.procs.append(self.bare_proc)
+        self.star_port = free_port()
+        self.star_proc = subprocess.Popen(
+            [*self.server_prefix, sys.executable, str(BENCH / "bare_app.py"), str(self.star_port), "starlette"],
+            stdout=subprocess.DEVNULL, stderr=open(self.tmp / "starlette.stderr", "wb"),  # noqa: SIM115
+        )
+        self.procs.append(self.star_proc)
+        wait_http(f"http://127.0.0.1:{self.star_port}/api/health", self.star_proc)
         wait_http(f"http://127.0.0.1:{self.hive_port}/api/health", self.hive_proc)
         wait_http(f"http://127.0.0.1:{self.bare_port}/api/health", self.bare_proc)
         # taskset execs the server, so the Popen pid is the server's own.
@@ -247,6 +254,7 @@ class Bench:
         hive_agents = f"http://127.0.0.1:{self.hive_port}/api/agents"
         loads = [
             ("bare GET /api/health", bare_health, "get.lua", self.bare_proc),
+            ("starlette GET /api/health", f"http://127.0.0.1:{self.star_port}/api/health", "get.lua", self.star_proc),
             ("hive GET /api/health", hive_health, "get.lua", self.hive_proc),
             ("hive POST /api/agents", hive_agents, "post_agent.lua", self.hive_proc),
         ]
@@ -339,10 +347,10 @@ class Bench:
 
 
 def print_table(result: Dict[str, Any]) -> None:
-    print(f"\n{'load':<24}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>9}{'cpu %':>7}"
+    print(f"\n{'load':<27}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'vs bare':>9}{'cpu %':>7}"
           f"{'req/cpu-s':>11}{'vs bare':>9}{'failed':>8}")
     for name, s in result["results"].items():
-        print(f"{name:<24}{s['rps']:>8.0f}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['vs_bare']:>9.2f}"
+        print(f"{name:<27}{s['rps']:>8.0f}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}{s['vs_bare']:>9.2f}"
               f"{s['server_cpu_percent']:>7.0f}{s['rps_per_server_cpu_second']:>11.0f}"
               f"{s['vs_bare_per_cpu_second']:>9.2f}{s['failed']:>8}")
     print("(cpu %: the server's share of a core during the run; req/cpu-s: requests per CPU-second"

@@ -1,6 +1,10 @@
-"""The ceiling for the app benchmark: a hello-world ASGI app on the same uvicorn, event loop
-(uvloop) and HTTP parser (httptools) as multiagent-hive, answering {"status":"ok"} to
-everything. Usage: python bare_app.py PORT"""
+"""The ceilings for the app benchmark, on the same uvicorn, event loop (uvloop) and HTTP parser
+(httptools) as multiagent-hive, answering {"status":"ok"} to every GET:
+
+    python bare_app.py PORT            # a hello-world ASGI callable: the bare app
+    python bare_app.py PORT starlette  # the same on Starlette (one Route, JSONResponse): the
+                                       # framework's own cost, for attributing the hive's
+"""
 import sys
 
 import uvicorn
@@ -16,8 +20,20 @@ async def app(scope, receive, send):  # type: ignore[no-untyped-def]
     await send({"type": "http.response.body", "body": BODY})
 
 
+def starlette_app():  # type: ignore[no-untyped-def]
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def health(request):  # type: ignore[no-untyped-def]
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(routes=[Route("/api/health", health, methods=["GET"])])
+
+
 if __name__ == "__main__":
+    target = starlette_app() if sys.argv[2:] == ["starlette"] else app
     uvicorn.run(
-        app, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
+        target, host="127.0.0.1", port=int(sys.argv[1]), loop="uvloop", http="httptools",
         lifespan="off", access_log=False, server_header=False, log_level="warning",
     )
