@@ -357,9 +357,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     Path(f"{out}.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     Path(f"{out}.md").write_text(markdown(report), encoding="utf-8")
     print(totals_line(report))
+    not_run = []
     for entry in report["items"]:
-        if entry["status"] == FAIL:
+        if entry["status"] != FAIL:
+            continue
+        if all(not h["tests"] for h in entry["hosts"].values()):
+            not_run.append(entry["id"])
+        else:
             print(f"  FAIL {entry['id']} {entry['item']}: {_cell(_evidence(entry), 400)}")
+    if not_run:
+        print(f"  FAIL, no test ran ({len(not_run)}): {', '.join(not_run)}")
     if report["totals"]["not_attested"]:
         ids = [e["id"] for e in report["items"] if e["manual"] and not e["attested"]]
         print(f"  MANUAL, not attested ({len(ids)}): {', '.join(ids)}")

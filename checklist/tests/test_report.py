@@ -154,6 +154,7 @@ def test_cli_writes_markdown_and_json_and_exits_1_on_fail(tmp_path, capsys):
     assert printed.splitlines()[0] == "FAIL: PASS 1, FAIL 2, SKIP 1, MANUAL 2 (attested 1, not attested 1)"
     assert "  FAIL PRE-ACC-2 Configure SSH key-based authentication: host-a: 1 test(s) passed; host-b:" in printed
     assert "MANUAL, not attested (1): PRE-ISO-2" in printed
+    assert "  FAIL, no test ran (1): PRE-SRV-4" in printed
     data = json.loads((tmp_path / "reports" / "compliance-prod.json").read_text())
     assert data["hosts"] == ["host-a", "host-b"] and data["result"] == "FAIL"
     assert (tmp_path / "reports" / "compliance-prod.md").read_text().startswith("# Compliance report")
