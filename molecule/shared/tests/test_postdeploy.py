@@ -4,8 +4,8 @@ Every request is made on the target itself (conftest's Client: curl on the host)
 tested is what a client of https://HOST/ gets: nginx, its limits and headers, the app behind it.
 
 Logins are few (the app allows 5 in a burst per client, then 10 a minute; nginx limits the login
-location as well): one admin login and one failed login for the module, plus one login of each
-throwaway user. Throwaway users (random names) are created with the app's own
+location as well): the suite's one admin login (conftest ``admin_token``), one failed login and
+one login of each of two throwaway users; a 429 is waited out. Throwaway users (random names) are created with the app's own
 ``--ensure-user`` and erased again through the GDPR erasure endpoint, which deletes their API
 keys: a verification run leaves no usable credential behind.
 
@@ -24,7 +24,7 @@ import time
 from typing import Any, Dict, Iterator, Optional
 
 import pytest
-from conftest import ADMIN_PASSWORD_FILE, Client, Response
+from conftest import Client, Response
 
 EDGE = "https://127.0.0.1"
 APP_BIN = "/opt/ai-orchestrator/multiagent-hive"
@@ -123,15 +123,6 @@ def failed_login(edge: Client, audit_start: int) -> Response:
 
 
 @pytest.fixture(scope="module")
-def admin(host: Any, edge: Client, audit_start: int) -> Dict[str, Any]:
-    with host.sudo():
-        password = host.file(ADMIN_PASSWORD_FILE).content_string.strip()
-    resp = _login(edge, "admin", password)
-    assert resp.status == 200, f"admin login: expected 200, got {resp.status}: {resp.body}"
-    return {"login": resp, "token": resp.json()["access_token"]}
-
-
-@pytest.fixture(scope="module")
 def viewer(host: Any, edge: Client) -> Iterator[Dict[str, Any]]:
     user = _new_user(host, edge, "viewer")
     yield user
@@ -146,12 +137,12 @@ def operator(host: Any, edge: Client) -> Iterator[Dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def admin_agents(edge: Client, admin: Dict[str, Any]) -> Iterator[list]:
+def created_agents(edge: Client, operator: Dict[str, Any]) -> Iterator[list]:
     """Agents the tests create; deleted at the end of the module."""
     created: list = []
     yield created
     for agent_id in created:
-        edge.delete(f"/api/agents/{agent_id}", headers=_bearer(admin["token"]))
+        edge.delete(f"/api/agents/{agent_id}", headers=_key(operator["key"]))
 
 
 # POST-AUTH ----------------------------------------------------------------------------------
@@ -166,23 +157,26 @@ def test_jwt_login_rejects_bad_credentials(failed_login: Response) -> None:
 
 
 @pytest.mark.checklist("POST-AUTH-1")
-def test_jwt_login_issues_a_token_that_authenticates(edge: Client, admin: Dict[str, Any]) -> None:
-    body = admin["login"].json()
-    token = body["access_token"]
-    parts = token.split(".")
-    assert len(parts) == 3 and all(parts), f"expected a JWT (3 dot-separated parts), got {token[:20]}..."
-    header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
-    assert header.get("alg") == "HS256", f"JWT alg: expected HS256, found {header.get('alg')}"
+def test_jwt_login_issues_a_token_that_authenticates(
+    edge: Client, admin_token: str, subject: Dict[str, Any]
+) -> None:
+    body = subject["login"].json()
     assert body.get("token_type") == "bearer" and int(body.get("expires_in", 0)) > 0, body
-    resp = edge.get("/api/admin/users", headers=_bearer(token))
-    assert resp.status == 200, f"request with the token: expected 200, got {resp.status}: {resp.body}"
+    for who, token in (("admin", admin_token), (subject["name"], body["access_token"])):
+        parts = token.split(".")
+        assert len(parts) == 3 and all(parts), f"{who}: expected a JWT (3 dot-separated parts), got {token[:20]}..."
+        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+        assert header.get("alg") == "HS256", f"{who}: JWT alg: expected HS256, found {header.get('alg')}"
+        assert _claims(token)["exp"] > time.time(), f"{who}: the token is already expired"
+    resp = edge.get("/api/admin/users", headers=_bearer(admin_token))
+    assert resp.status == 200, f"admin request with the token: expected 200, got {resp.status}: {resp.body}"
+    resp = edge.get("/api/agents", headers=_bearer(body["access_token"]))
+    assert resp.status == 200, f"operator request with the token: expected 200, got {resp.status}: {resp.body}"
 
 
 @pytest.mark.checklist("POST-AUTH-1")
-def test_jwt_garbage_forged_and_expired_tokens_are_refused(
-    host: Any, edge: Client, admin: Dict[str, Any]
-) -> None:
-    token = admin["token"]
+def test_jwt_garbage_forged_and_expired_tokens_are_refused(host: Any, edge: Client, admin_token: str) -> None:
+    token = admin_token
     head, payload, sig = token.split(".")
     unsigned = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').decode().rstrip("=")
     expired = _app_python(
@@ -243,11 +237,11 @@ def test_wrong_api_key_is_refused(edge: Client) -> None:
 
 @pytest.mark.checklist("POST-AUTHZ-1")
 def test_admin_endpoint_by_role(
-    edge: Client, admin: Dict[str, Any], viewer: Dict[str, Any], operator: Dict[str, Any]
+    edge: Client, admin_token: str, viewer: Dict[str, Any], operator: Dict[str, Any]
 ) -> None:
     anonymous = edge.get("/api/admin/users")
     assert anonymous.status == 401, f"/api/admin/users without auth: expected 401, got {anonymous.status}"
-    as_admin = edge.get("/api/admin/users", headers=_bearer(admin["token"]))
+    as_admin = edge.get("/api/admin/users", headers=_bearer(admin_token))
     assert as_admin.status == 200, f"/api/admin/users as admin: expected 200, got {as_admin.status}"
     names = [u.get("username") for u in as_admin.json()["users"]]
     assert "admin" in names and viewer["name"] in names, f"users listed: {names}"
@@ -260,24 +254,24 @@ def test_admin_endpoint_by_role(
 
 @pytest.mark.checklist("POST-AUTHZ-2")
 def test_agent_creation_needs_operator(
-    edge: Client, admin: Dict[str, Any], viewer: Dict[str, Any], operator: Dict[str, Any], admin_agents: list
+    edge: Client, admin_token: str, viewer: Dict[str, Any], operator: Dict[str, Any], created_agents: list
 ) -> None:
     body = {"name": f"verify-{secrets.token_hex(3)}", "type": "worker"}
     denied = edge.post("/api/agents", headers=_key(viewer["key"]), json_body=body)
     assert denied.status == 403, f"POST /api/agents as viewer: expected 403, got {denied.status}: {denied.body}"
     listed = edge.get("/api/agents", headers=_key(viewer["key"]))
     assert listed.status == 200, f"GET /api/agents as viewer: expected 200, got {listed.status}"
-    for who, headers in (("operator", _key(operator["key"])), ("admin", _bearer(admin["token"]))):
+    for who, headers in (("operator", _key(operator["key"])), ("admin", _bearer(admin_token))):
         resp = edge.post("/api/agents", headers=headers, json_body=dict(body, name=f"{body['name']}-{who}"))
         assert resp.status == 201, f"POST /api/agents as {who}: expected 201, got {resp.status}: {resp.body}"
-        admin_agents.append(resp.json()["id"])
+        created_agents.append(resp.json()["id"])
 
 
 # POST-INPUT ---------------------------------------------------------------------------------
 
 
 @pytest.mark.checklist("POST-INPUT-1")
-def test_markup_and_unknown_fields_are_rejected(edge: Client, operator: Dict[str, Any], admin: Dict[str, Any]) -> None:
+def test_markup_and_unknown_fields_are_rejected(edge: Client, operator: Dict[str, Any]) -> None:
     headers = _key(operator["key"])
     script = edge.post("/api/agents", headers=headers, json_body={"name": "<script>alert(1)</script>", "type": "worker"})
     assert 400 <= script.status < 500, f"<script> name: expected 4xx, got {script.status}: {script.body}"
@@ -285,7 +279,7 @@ def test_markup_and_unknown_fields_are_rejected(edge: Client, operator: Dict[str
     assert "<script>" not in script.body, "the rejected markup is echoed back"
     unknown = edge.post("/api/agents", headers=headers, json_body={"name": "ok", "type": "worker", "is_admin": True})
     assert 400 <= unknown.status < 500, f"unknown field: expected 4xx, got {unknown.status}: {unknown.body}"
-    agents = edge.get("/api/agents?limit=1000", headers=_bearer(admin["token"])).json()["agents"]
+    agents = edge.get("/api/agents?limit=1000", headers=headers).json()["agents"]
     assert not [a for a in agents if "<" in a["name"] or a["name"] == "ok"], "a rejected agent was created"
 
 
@@ -424,11 +418,14 @@ def test_memory_after_load_is_bounded(host: Any, load: Dict[str, Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def subject(host: Any, edge: Client, admin: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
+def subject(
+    host: Any, edge: Client, operator: Dict[str, Any], audit_start: int
+) -> Iterator[Dict[str, Any]]:
     """A throwaway data subject with a JWT, an agent and an API key of its own."""
     user = _new_user(host, edge, "operator")
     login = _login(edge, user["name"], user["password"])
     assert login.status == 200, f"{user['name']} login: {login.status} {login.body}"
+    user["login"] = login
     user["token"] = login.json()["access_token"]
     agent = edge.post(
         "/api/agents", headers=_bearer(user["token"]), json_body={"name": f"{user['name']}-agent", "type": "worker"}
@@ -436,7 +433,7 @@ def subject(host: Any, edge: Client, admin: Dict[str, Any]) -> Iterator[Dict[str
     assert agent.status == 201, f"agent of {user['name']}: {agent.status} {agent.body}"
     user["agent_id"] = agent.json()["id"]
     yield user
-    edge.delete(f"/api/agents/{user['agent_id']}", headers=_bearer(admin["token"]))
+    edge.delete(f"/api/agents/{user['agent_id']}", headers=_key(operator["key"]))
     _erase(edge, user)
 
 
@@ -465,7 +462,7 @@ def test_export_holds_the_callers_record_and_data(export: Response, subject: Dic
 
 @pytest.mark.checklist("POST-GDPR-2")
 def test_erasure_removes_the_user_and_unlinks_the_audit_trail(
-    host: Any, edge: Client, admin: Dict[str, Any], subject: Dict[str, Any], export: Response, erasure: Response
+    host: Any, edge: Client, admin_token: str, subject: Dict[str, Any], export: Response, erasure: Response
 ) -> None:
     assert erasure.status == 200, f"DELETE /api/users/me/data: expected 200, got {erasure.status}: {erasure.body}"
     counts = erasure.json()
@@ -473,7 +470,7 @@ def test_erasure_removes_the_user_and_unlinks_the_audit_trail(
     for what, headers in (("token", _bearer(subject["token"])), ("API key", _key(subject["key"]))):
         again = edge.get("/api/users/me/data", headers=headers)
         assert again.status == 401, f"the erased user's {what} still works: {again.status} {again.body}"
-    users = edge.get("/api/admin/users", headers=_bearer(admin["token"])).json()["users"]
+    users = edge.get("/api/admin/users", headers=_bearer(admin_token)).json()["users"]
     assert subject["name"] not in [u["username"] for u in users], "the erased user is still listed"
     pseudonym = export.json()["user"]["pseudonym"]
     assert any(
@@ -512,7 +509,7 @@ def test_audit_log_exists_private_to_the_service(host: Any) -> None:
 
 @pytest.mark.checklist("POST-AUDIT-2")
 def test_audit_lines_have_the_documented_format(
-    host: Any, edge: Client, audit_start: int, failed_login: Response, admin: Dict[str, Any], viewer: Dict[str, Any]
+    host: Any, edge: Client, audit_start: int, failed_login: Response, subject: Dict[str, Any], viewer: Dict[str, Any]
 ) -> None:
     # User text that tries to forge a second event and a client address.
     forged = "SELECT * FROM users\nevent=AuthenticationSuccess client_id=203.0.113.66 x"
@@ -525,7 +522,7 @@ def test_audit_lines_have_the_documented_format(
     assert not [line for line in new if "client_id=203.0.113.66" in line], "forged client_id in the log"
     success = [line for line in new if " event=AuthenticationSuccess client_id=127.0.0.1" in line]
     refused = [line for line in new if " event=UnauthorizedAccess client_id=127.0.0.1" in line]
-    assert success, "no AuthenticationSuccess line with client_id=127.0.0.1 for the admin login"
+    assert success, "no AuthenticationSuccess line with client_id=127.0.0.1 for the subject's login"
     assert refused, "no UnauthorizedAccess line with client_id=127.0.0.1 for the failed login"
     assert viewer["name"] not in "\n".join(new), "a user name in the flat audit log (pseudonyms only)"
 
