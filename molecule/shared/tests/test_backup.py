@@ -1,0 +1,144 @@
+"""Database backups (role hub_backup) and the recovery round trip."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any, List
+
+import pytest
+
+from conftest import Client
+
+APP = "/opt/ai-orchestrator/multiagent-hive"
+SCRIPT = "/usr/local/bin/backup-ai-orchestrator"
+BACKUP_DIR = "/var/backups/ai-orchestrator"
+CRON_FILE = "/etc/cron.d/ai-orchestrator-backup"
+UNIT = "ai-orchestrator"
+
+
+def as_service(host: Any, command: str) -> Any:
+    return host.run(f"runuser -u ai-orchestrator -- {command}")
+
+
+def backups(host: Any) -> List[str]:
+    out = host.run(f"ls -1 {BACKUP_DIR}").stdout.split()
+    return sorted(name for name in out if name.startswith("hive_backup_") and name.endswith(".db.gz"))
+
+
+def run_backup(host: Any, env: str = "") -> Any:
+    # Backups are named by the second: never two in the same one.
+    time.sleep(1.1)
+    return host.run(f"{env} {SCRIPT}")
+
+
+def wait_healthy(client: Client, seconds: int = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if client.get("/api/health").status == 200:
+            return
+        time.sleep(1)
+    raise AssertionError("the app did not become healthy")
+
+
+@pytest.fixture()
+def app_token(app_client: Client, admin_password: str) -> str:
+    resp = app_client.post("/api/auth/login", json_body={"username": "admin", "password": admin_password})
+    assert resp.status == 200, resp.body
+    return resp.json()["access_token"]
+
+
+@pytest.mark.checklist("PRE-DB-3")
+def test_backup_script_and_schedule(host: Any) -> None:
+    script = host.file(SCRIPT)
+    assert (script.user, script.group) == ("root", "ai-orchestrator")
+    assert script.mode & 0o022 == 0 and script.mode & 0o010
+    assert host.run(f"bash -n {SCRIPT}").rc == 0
+    cron = host.file(CRON_FILE)
+    assert cron.user == "root" and cron.mode & 0o022 == 0
+    entries = [line.split() for line in cron.content_string.splitlines() if line.strip() and not line.startswith("#")]
+    assert ["0", "2", "*", "*", "*", "ai-orchestrator", SCRIPT] in entries
+    cron_unit = "crond" if host.system_info.distribution in ("rhel", "rocky", "centos", "almalinux") else "cron"
+    assert host.service(cron_unit).is_running
+    directory = host.file(BACKUP_DIR)
+    assert (directory.user, directory.mode) == ("ai-orchestrator", 0o750)
+
+
+@pytest.mark.checklist("PRE-DB-3", "PRE-DBC-4", "MNT-SEC-W-4")
+def test_backup_run_writes_a_verified_private_backup(host: Any) -> None:
+    before = set(backups(host))
+    result = run_backup(host)
+    assert result.rc == 0, result.stderr
+    assert "Backup completed" in result.stdout
+    new = sorted(set(backups(host)) - before)
+    assert len(new) == 1
+    path = f"{BACKUP_DIR}/{new[0]}"
+    made = host.file(path)
+    assert (made.user, made.mode) == ("ai-orchestrator", 0o600)
+    assert host.run(f"gzip -t {path}").rc == 0
+    verify = as_service(host, f"{APP} --verify-backup {path}")
+    assert verify.rc == 0, verify.stderr
+    assert json.loads(verify.stdout)["integrity"] == "ok"
+    # Still ciphertext inside the gzip.
+    header = host.check_output(f"gzip -dc {path} | head -c 16 | od -A n -t x1").replace(" ", "").replace("\n", "")
+    assert header != "53514c69746520666f726d6174203300"
+    assert new[0] in host.check_output("journalctl -t backup-ai-orchestrator --no-pager -o cat")
+
+
+@pytest.mark.checklist("PRE-DB-3")
+def test_retention_only_after_a_good_backup(host: Any) -> None:
+    old = f"{BACKUP_DIR}/hive_backup_20000101_000000.db.gz"
+    emergency = f"{BACKUP_DIR}/emergency_backup_20000101_000000.db"
+    try:
+        for path in (old, emergency):
+            host.check_output(f"runuser -u ai-orchestrator -- touch -d '40 days ago' {path}")
+        # A failing backup (the wrong key: the process environment wins over the env file)
+        # exits non-zero, leaves no partial file and deletes nothing.
+        before = set(backups(host))
+        failed = run_backup(host, env="DATABASE_ENCRYPTION_KEY=" + "0" * 64)
+        assert failed.rc != 0
+        assert "Backup FAILED" in failed.stderr
+        assert set(backups(host)) == before
+        assert host.file(old).exists
+        # A good one removes what is older than the retention, and only hive_backup_* files.
+        good = run_backup(host)
+        assert good.rc == 0, good.stderr
+        assert not host.file(old).exists
+        assert host.file(emergency).exists
+    finally:
+        host.run(f"rm -f {old} {emergency}")
+
+
+@pytest.mark.checklist("PRE-DB-4", "MNT-SEC-M-3")
+def test_backup_restore_round_trip_loses_no_rows(host: Any, app_client: Client, app_token: str) -> None:
+    auth = {"Authorization": f"Bearer {app_token}"}
+    kept, lost = f"kept-{uuid.uuid4().hex[:8]}", f"lost-{uuid.uuid4().hex[:8]}"
+    assert app_client.post("/api/agents", headers=auth, json_body={"name": kept, "type": "worker"}).status == 201
+    result = run_backup(host)
+    assert result.rc == 0, result.stderr
+    latest = f"{BACKUP_DIR}/{backups(host)[-1]}"
+    assert app_client.post("/api/agents", headers=auth, json_body={"name": lost, "type": "worker"}).status == 201
+    try:
+        host.check_output(f"systemctl stop {UNIT}")
+        restored = as_service(host, f"{APP} --restore {latest}")
+        assert restored.rc == 0, restored.stderr
+        previous = json.loads(restored.stdout)["previous"]
+        assert previous and host.file(previous).exists  # the pre-restore copy for a rollback
+        verify = as_service(host, f"{APP} --verify-database")
+        assert verify.rc == 0, verify.stderr
+    finally:
+        host.run(f"systemctl start {UNIT}")
+    wait_healthy(app_client)
+    token = app_client.post(
+        "/api/auth/login",
+        json_body={"username": "admin", "password": host.file("/root/.ai-orchestrator-admin-password").content_string.strip()},
+    ).json()["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+
+    def found(name: str) -> bool:
+        resp = app_client.get(f"/api/agents?query={name}", headers=auth)
+        assert resp.status == 200, resp.body
+        return name in {a["name"] for a in resp.json()["agents"]}
+
+    assert found(kept), "the agent created before the backup is missing after the restore"
+    assert not found(lost), "the restore did not bring the database back to the backup"
