@@ -217,7 +217,38 @@ def _as_tags(value: Any) -> Tuple[str, ...]:
     return (str(value),)
 
 
-def _walk_tasks(tasks: Any, path: str, inherited: Tuple[str, ...]) -> Iterator[TaskRef]:
+IMPORT_KEYS = ("import_tasks", "ansible.builtin.import_tasks")
+INCLUDE_KEYS = ("include_tasks", "ansible.builtin.include_tasks")
+
+
+def _tasks_file_of(task: Dict[str, Any]) -> Tuple[Optional[str], Tuple[str, ...]]:
+    """(file, tags passed on to its tasks) of an import_tasks / include_tasks task.
+
+    An import passes on the task's tags; an include passes on only its ``apply: {tags: ...}``:
+    tags on the include itself do not reach the included tasks.
+    """
+    for keys, imported in ((IMPORT_KEYS, True), (INCLUDE_KEYS, False)):
+        for key in keys:
+            if key not in task:
+                continue
+            arg = task[key]
+            if isinstance(arg, dict):
+                target = arg.get("file")
+                apply = arg.get("apply") or {}
+            else:
+                target, apply = arg, {}
+            if not isinstance(target, str) or "{{" in target:
+                return None, ()
+            tags = _as_tags(task.get("tags")) if imported else ()
+            if isinstance(apply, dict):
+                tags += _as_tags(apply.get("tags"))
+            return target, tags
+    return None, ()
+
+
+def _walk_tasks(
+    tasks: Any, path: str, inherited: Tuple[str, ...], imports: List[Tuple[str, Tuple[str, ...]]]
+) -> Iterator[TaskRef]:
     if not isinstance(tasks, list):
         return
     for task in tasks:
@@ -229,17 +260,43 @@ def _walk_tasks(tasks: Any, path: str, inherited: Tuple[str, ...]) -> Iterator[T
             match = TASK_ID_RE.match(name)
             if match:
                 yield TaskRef(match.group(1), name, tags, path)
+        target, passed = _tasks_file_of(task)
+        if target is not None:
+            imports.append((target, inherited + passed))
         for key in ("block", "rescue", "always"):
-            yield from _walk_tasks(task.get(key), path, tags)
+            yield from _walk_tasks(task.get(key), path, tags, imports)
 
 
 def scan_role_tasks(roles_dir: Path = ROLES_DIR) -> List[TaskRef]:
+    """Every ``ID | ...`` task of every role, with the tags it really runs with: its own, its
+    blocks', and those an import_tasks (or an include_tasks' ``apply``) hands down to its file."""
     refs: List[TaskRef] = []
-    for path in sorted(Path(roles_dir).glob("*/tasks/*.yml")):
-        rel = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.load(handle, Loader=_AnyTagLoader)  # noqa: S506 - a SafeLoader subclass
-        refs.extend(_walk_tasks(data, rel, ()))
+    for tasks_dir in sorted(p for p in Path(roles_dir).glob("*/tasks") if p.is_dir()):
+        files: Dict[str, Any] = {}
+        for path in sorted(tasks_dir.glob("*.yml")):
+            with open(path, encoding="utf-8") as handle:
+                files[path.name] = yaml.load(handle, Loader=_AnyTagLoader)  # noqa: S506 - SafeLoader subclass
+        # Tags handed down to each file; a file imported from several places keeps what they share.
+        handed: Dict[str, Optional[set]] = {name: None for name in files}
+        for _ in range(len(files) + 1):
+            incoming: Dict[str, List[set]] = {}
+            for name, data in files.items():
+                imports: List[Tuple[str, Tuple[str, ...]]] = []
+                base = tuple(sorted(handed[name] or ()))
+                list(_walk_tasks(data, name, base, imports))
+                for target, tags in imports:
+                    incoming.setdefault(Path(target).name, []).append(set(tags))
+            new = {
+                name: (set.intersection(*incoming[name]) if name in incoming else None)
+                for name in files
+            }
+            if new == handed:
+                break
+            handed = new
+        for name, data in files.items():
+            path = tasks_dir / name
+            rel = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+            refs.extend(_walk_tasks(data, rel, tuple(sorted(handed[name] or ())), []))
     return refs
 
 

@@ -235,3 +235,31 @@ def test_task_scan_checks_ids_and_tags(tmp_path):
     assert len(problems) == 2
     assert "lacks the tag 'pre-net-4'" in problems[0]
     assert "PRE-BOGUS-1, not in the catalog" in problems[1]
+
+
+def test_task_scan_follows_imports_not_plain_includes(tmp_path):
+    tasks = tmp_path / "hub_y" / "tasks"
+    tasks.mkdir(parents=True)
+    (tasks / "main.yml").write_text(textwrap.dedent('''
+        ---
+        - name: SSH | Harden
+          ansible.builtin.import_tasks: sshd.yml
+          tags: [ssh, pre-acc-2]
+        - name: Guard
+          ansible.builtin.include_tasks: guard.yml
+          tags: [pre-acc-4]
+        - name: Guard with apply
+          ansible.builtin.include_tasks:
+            file: applied.yml
+            apply: {tags: [pre-acc-4]}
+    '''))
+    (tasks / "sshd.yml").write_text("- name: PRE-ACC-2 | Key-only login\n  ansible.builtin.debug: {msg: x}\n")
+    (tasks / "guard.yml").write_text("- name: PRE-ACC-4 | Guard\n  ansible.builtin.debug: {msg: x}\n")
+    (tasks / "applied.yml").write_text("- name: PRE-ACC-4 | Applied\n  ansible.builtin.debug: {msg: x}\n")
+    refs = {r.name: r for r in cat.scan_role_tasks(tmp_path)}
+    assert "pre-acc-2" in refs["PRE-ACC-2 | Key-only login"].tags
+    assert "pre-acc-4" in refs["PRE-ACC-4 | Applied"].tags
+    # Tags on an include_tasks do not reach the included tasks: this one runs untagged.
+    problems = cat.task_problems(list(refs.values()), ["PRE-ACC-2", "PRE-ACC-4"])
+    assert problems == ["roles/hub_y/tasks/guard.yml: task 'PRE-ACC-4 | Guard' lacks the tag 'pre-acc-4'"
+                        .replace("roles/hub_y/tasks", str(tasks))]
