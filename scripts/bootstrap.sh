@@ -7,7 +7,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 packages=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs make python3-venv
-          apache2-utils openssl curl ca-certificates)
+          apache2-utils openssl openssh-client curl ca-certificates)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

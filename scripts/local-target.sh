@@ -13,21 +13,28 @@ export ANSIBLE_CONFIG="$here/ansible.cfg"
 
 name=hub-provision-local
 network=hub-local
+subnet=10.89.210.0/24
+address=10.89.210.10 # inventories/local/hosts.yml
 image=${IMAGE:-localhost/hub-provision/debian:12}
 https_port=${HTTPS_PORT:-8443}
 http_port=${HTTP_PORT:-8088}
 
 up() {
   scripts/build-images.sh "$(case "$image" in *:11) echo bullseye ;; *) echo bookworm ;; esac)"
-  podman network exists "$network" || podman network create "$network" >/dev/null
+  podman network exists "$network" || podman network create --subnet "$subnet" "$network" >/dev/null
   if ! podman container exists "$name"; then
     # Privileged so that systemd, ufw and fail2ban work inside; its own network, never the host's.
     podman run -d --name "$name" --hostname "$name" --privileged --systemd=always \
-      --network "$network" -p "127.0.0.1:$https_port:443" -p "127.0.0.1:$http_port:80" \
-      "$image" /sbin/init >/dev/null
+      --network "$network" --ip "$address" \
+      -p "127.0.0.1:$https_port:443" -p "127.0.0.1:$http_port:80" "$image" /sbin/init >/dev/null
   fi
   podman start "$name" >/dev/null
   podman exec "$name" systemctl is-system-running --wait >/dev/null || true
+  # Ansible comes in over SSH with the project's test-host key (pipelining; podman exec cannot).
+  pubkey=$(cat "$(scripts/ssh-key.sh).pub")
+  podman exec "$name" sh -c "install -d -m 700 /root/.ssh && touch /root/.ssh/authorized_keys &&
+    chmod 600 /root/.ssh/authorized_keys && (grep -qxF '$pubkey' /root/.ssh/authorized_keys ||
+    echo '$pubkey' >> /root/.ssh/authorized_keys)"
   ansible-playbook -i inventories/local playbooks/site.yml "$@"
   cat <<MSG
 

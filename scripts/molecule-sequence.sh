@@ -34,8 +34,13 @@ cleanup() {
 trap cleanup EXIT
 
 start=$(date +%s)
+scripts/ssh-key.sh >/dev/null
 step syntax;      run_logged syntax molecule syntax -s "$scenario"
 step destroy;     run_logged destroy-before molecule destroy -s "$scenario"
+# Instances with fixed addresses (host_vars) need their network made with that subnet first.
+case "$scenario" in
+  default) podman network exists hub-molecule || podman network create --subnet 10.89.200.0/24 hub-molecule >/dev/null ;;
+esac
 step create;      run_logged create molecule create -s "$scenario"
 step prepare;     run_logged prepare molecule prepare -s "$scenario"
 step converge;    run_logged converge molecule converge -s "$scenario"
