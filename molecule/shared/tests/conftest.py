@@ -100,18 +100,27 @@ def admin_password(host: Any) -> str:
         return host.file(ADMIN_PASSWORD_FILE).content_string.strip()
 
 
-# Logins are rate limited (nginx and the app, per client address): log in once per host and
-# test session, not once per test. Tokens live an hour, far longer than the suite.
+# Logins are rate limited (nginx and the app, per client address): log in once per host, path
+# and test session, not once per test. Tokens live an hour, far longer than the suite.
 _ADMIN_TOKENS: Dict[str, str] = {}
+
+
+def _admin_login(host: Any, client: Client, password: str) -> str:
+    key = f"{host.backend.get_pytest_id()} {client.base}"
+    if key not in _ADMIN_TOKENS:
+        resp = client.post("/api/auth/login", json_body={"username": "admin", "password": password})
+        assert resp.status == 200, f"admin login at {client.base}: {resp.status} {resp.body}"
+        _ADMIN_TOKENS[key] = resp.json()["access_token"]
+    return _ADMIN_TOKENS[key]
 
 
 @pytest.fixture()
 def admin_token(host: Any, edge_client: Client, admin_password: str) -> str:
-    key = host.backend.get_pytest_id()
-    if key not in _ADMIN_TOKENS:
-        resp = edge_client.post(
-            "/api/auth/login", json_body={"username": "admin", "password": admin_password}
-        )
-        assert resp.status == 200, f"admin login through nginx: {resp.status} {resp.body}"
-        _ADMIN_TOKENS[key] = resp.json()["access_token"]
-    return _ADMIN_TOKENS[key]
+    """An admin JWT obtained through nginx."""
+    return _admin_login(host, edge_client, admin_password)
+
+
+@pytest.fixture()
+def app_admin_token(host: Any, app_client: Client, admin_password: str) -> str:
+    """An admin JWT straight from the app, for tests that must not depend on nginx."""
+    return _admin_login(host, app_client, admin_password)

@@ -54,14 +54,6 @@ def wait_healthy(client: Client, seconds: int = 60) -> None:
     raise AssertionError(f"/api/health answered {status} for {seconds}s")
 
 
-@pytest.fixture()
-def app_token(app_client: Client, admin_password: str) -> str:
-    """An admin token straight from the app (no nginx needed)."""
-    resp = app_client.post("/api/auth/login", json_body={"username": "admin", "password": admin_password})
-    assert resp.status == 200, resp.body
-    return resp.json()["access_token"]
-
-
 @pytest.mark.checklist("PRE-APP-4")
 def test_app_installed_in_root_owned_venv(host: Any) -> None:
     venv = host.file(VENV)
@@ -153,12 +145,12 @@ def test_database_verifies(host: Any) -> None:
 
 
 @pytest.mark.checklist("PRE-DBC-3", "PRE-ACC-3")
-def test_initial_admin_exists_and_rbac_holds(host: Any, app_client: Client, app_token: str) -> None:
+def test_initial_admin_exists_and_rbac_holds(host: Any, app_client: Client, app_admin_token: str) -> None:
     with host.sudo():
         pw = host.file("/root/.ai-orchestrator-admin-password")
         assert (pw.user, pw.mode) == ("root", 0o600)
     assert app_client.get("/api/admin/users").status == 401
-    resp = app_client.get("/api/admin/users", headers={"Authorization": f"Bearer {app_token}"})
+    resp = app_client.get("/api/admin/users", headers={"Authorization": f"Bearer {app_admin_token}"})
     assert resp.status == 200, resp.body
     roles = {u["username"]: u["role"] for u in resp.json()["users"]}
     assert roles.get("admin") == "admin"

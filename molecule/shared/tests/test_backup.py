@@ -41,13 +41,6 @@ def wait_healthy(client: Client, seconds: int = 60) -> None:
     raise AssertionError("the app did not become healthy")
 
 
-@pytest.fixture()
-def app_token(app_client: Client, admin_password: str) -> str:
-    resp = app_client.post("/api/auth/login", json_body={"username": "admin", "password": admin_password})
-    assert resp.status == 200, resp.body
-    return resp.json()["access_token"]
-
-
 @pytest.mark.checklist("PRE-DB-3")
 def test_backup_script_and_schedule(host: Any) -> None:
     script = host.file(SCRIPT)
@@ -110,8 +103,8 @@ def test_retention_only_after_a_good_backup(host: Any) -> None:
 
 
 @pytest.mark.checklist("PRE-DB-4", "MNT-SEC-M-3")
-def test_backup_restore_round_trip_loses_no_rows(host: Any, app_client: Client, app_token: str) -> None:
-    auth = {"Authorization": f"Bearer {app_token}"}
+def test_backup_restore_round_trip_loses_no_rows(host: Any, app_client: Client, app_admin_token: str) -> None:
+    auth = {"Authorization": f"Bearer {app_admin_token}"}
     kept, lost = f"kept-{uuid.uuid4().hex[:8]}", f"lost-{uuid.uuid4().hex[:8]}"
     assert app_client.post("/api/agents", headers=auth, json_body={"name": kept, "type": "worker"}).status == 201
     result = run_backup(host)
