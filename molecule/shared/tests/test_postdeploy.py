@@ -182,7 +182,7 @@ def test_jwt_login_issues_a_token_that_authenticates(
     assert resp.status == 200, f"operator request with the token: expected 200, got {resp.status}: {resp.body}"
 
 
-@pytest.mark.checklist("POST-AUTH-1")
+@pytest.mark.checklist("POST-AUTH-1", "PRE-NIST-3")
 def test_jwt_garbage_forged_and_expired_tokens_are_refused(host: Any, edge: Client, admin_token: str) -> None:
     token = admin_token
     head, payload, sig = token.split(".")
@@ -243,7 +243,7 @@ def test_wrong_api_key_is_refused(edge: Client) -> None:
 # POST-AUTHZ ---------------------------------------------------------------------------------
 
 
-@pytest.mark.checklist("POST-AUTHZ-1")
+@pytest.mark.checklist("POST-AUTHZ-1", "PRE-NIST-3")
 def test_admin_endpoint_by_role(
     edge: Client, admin_token: str, viewer: Dict[str, Any], operator: Dict[str, Any]
 ) -> None:
@@ -278,7 +278,7 @@ def test_agent_creation_needs_operator(
 # POST-INPUT ---------------------------------------------------------------------------------
 
 
-@pytest.mark.checklist("POST-INPUT-1")
+@pytest.mark.checklist("POST-INPUT-1", "PRE-NIST-3")
 def test_markup_and_unknown_fields_are_rejected(edge: Client, operator: Dict[str, Any]) -> None:
     headers = _key(operator["key"])
     script = edge.post("/api/agents", headers=headers, json_body={"name": "<script>alert(1)</script>", "type": "worker"})
@@ -455,7 +455,7 @@ def erasure(edge: Client, subject: Dict[str, Any], export: Response) -> Response
     return edge.delete("/api/users/me/data", headers=_bearer(subject["token"]))
 
 
-@pytest.mark.checklist("POST-GDPR-1")
+@pytest.mark.checklist("POST-GDPR-1", "PRE-GDPR-3")
 def test_export_holds_the_callers_record_and_data(export: Response, subject: Dict[str, Any]) -> None:
     assert export.status == 200, f"GET /api/users/me/data: expected 200, got {export.status}: {export.body}"
     data = export.json()
@@ -468,7 +468,7 @@ def test_export_holds_the_callers_record_and_data(export: Response, subject: Dic
     assert "password" not in json.dumps(data["user"]), "the export exposes the password hash"
 
 
-@pytest.mark.checklist("POST-GDPR-2")
+@pytest.mark.checklist("POST-GDPR-2", "PRE-GDPR-3")
 def test_erasure_removes_the_user_and_unlinks_the_audit_trail(
     host: Any, edge: Client, admin_token: str, subject: Dict[str, Any], export: Response, erasure: Response
 ) -> None:
