@@ -24,3 +24,16 @@ request = function()
 end
 
 done = report.done
+
+-- HUB_BENCH_MAX_REQUESTS: stop after that many responses (the RSS checkpoint after 10,000
+-- requests); defined only then, as a response() callback makes wrk parse every reply.
+local max_requests = tonumber(os.getenv("HUB_BENCH_MAX_REQUESTS") or "")
+if max_requests then
+  local seen = 0
+  response = function(status, headers, body)
+    seen = seen + 1
+    if seen >= max_requests then
+      wrk.thread:stop()
+    end
+  end
+end
