@@ -110,13 +110,18 @@ def remove_network_if_unused() -> None:
 
 
 def write_inventory(directory: Path, names: List[str], connection: str = "containers.podman.podman") -> Path:
-    """A hub group of podman-reached containers with the local target's group_vars."""
+    """A hub group of podman-reached containers with the local target's group_vars (less its
+    connection settings)."""
     directory.mkdir(parents=True, exist_ok=True)
     hosts = {n: {"ansible_connection": connection, "ansible_host": n} for n in names}
     (directory / "hosts.yml").write_text(json.dumps({"all": {"children": {"hub": {"hosts": hosts}}}}, indent=2))
     gv = directory / "group_vars" / "all"
     gv.mkdir(parents=True, exist_ok=True)
-    shutil.copy(REPO / "inventories" / "local" / "group_vars" / "all" / "main.yml", gv / "main.yml")
+    # The local target's settings (site name, TLS mode), not how it is reached: each bench
+    # inventory says that per host.
+    for src in sorted((REPO / "inventories" / "local" / "group_vars").glob("*/*.yml")):
+        if src.name != "connection.yml":
+            shutil.copy(src, gv / f"{src.parent.name}-{src.name}")
     return directory / "hosts.yml"
 
 
