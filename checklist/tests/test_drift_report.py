@@ -157,3 +157,12 @@ def test_injected_drifts_and_their_list_agree():
     assert sorted(set(injected)) == sorted(ids)
     for drift in listed:
         assert drift.get("description"), f"drift {drift['id']} has no description"
+
+
+def test_a_real_drift_run_reports_every_injected_drift(capsys):
+    """drift-debian12.log: site.yml --check --diff on a Debian 12 host after inject-drift.yml
+    (recorded with --skip-tags post-audit-1: the app's health wait fails while it is stopped)."""
+    code, out = run_main(capsys, DATA / "drift-debian12.log", "--expect-all", "--drifts", DRIFTS)
+    assert code == 0, out
+    assert "expected drifts reported: 10/10" in out
+    assert run_main(capsys, DATA / "drift-debian12.log")[0] == 3
