@@ -218,7 +218,7 @@ def test_logrotate_config_valid(host: Any) -> None:
         assert re.search(rf"^\s*{directive}\s*$", conf, re.M), directive
 
 
-@pytest.mark.checklist("PRE-SRV-4", "POST-AUDIT-1")
+@pytest.mark.checklist("PRE-SRV-4", "POST-AUDIT-1", "MNT-PERF-D-2")
 def test_forced_rotation_reopens_logs(host: Any, app_client: Client, admin_password: str) -> None:
     login = {"username": "admin", "password": admin_password}
     assert app_client.post("/api/auth/login", json_body=login).status == 200  # audit.log not empty

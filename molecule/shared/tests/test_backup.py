@@ -102,7 +102,7 @@ def test_retention_only_after_a_good_backup(host: Any) -> None:
         host.run(f"rm -f {old} {emergency}")
 
 
-@pytest.mark.checklist("PRE-DB-4", "MNT-SEC-M-3")
+@pytest.mark.checklist("PRE-DB-4", "MNT-SEC-M-3", "MNT-COMP-A-3")
 def test_backup_restore_round_trip_loses_no_rows(host: Any, app_client: Client, app_admin_token: str) -> None:
     auth = {"Authorization": f"Bearer {app_admin_token}"}
     kept, lost = f"kept-{uuid.uuid4().hex[:8]}", f"lost-{uuid.uuid4().hex[:8]}"

@@ -37,7 +37,7 @@ def metrics(host: Any, port: int) -> str:
     return host.check_output(f"curl -sf --max-time 10 http://127.0.0.1:{port}/metrics")
 
 
-@pytest.mark.checklist("PRE-SRV-3", "MNT-PERF-D-4")
+@pytest.mark.checklist("PRE-SRV-3", "MNT-PERF-D-1", "MNT-PERF-D-4")
 def test_node_exporter_answers_on_loopback(host: Any) -> None:
     assert host.service(node_exporter_unit(host)).is_running
     body = metrics(host, 9100)
