@@ -88,6 +88,7 @@ class Faults:
         assert proc.stdin is not None
         proc.stdin.write(CLIENT)
         proc.stdin.close()
+        proc.stdin = None  # communicate() must not touch the closed pipe
         return proc
 
     def writer(self, seconds: float, max_requests: int, threads: int, prefix: str) -> subprocess.Popen:
@@ -135,13 +136,13 @@ class Faults:
     # scenarios ---------------------------------------------------------------------------
     def kill9(self) -> Dict[str, Any]:
         pid0, restarts0 = self.main_pid(), self.n_restarts()
-        w = self.writer(seconds=30, max_requests=800, threads=4, prefix="kill9")
+        w = self.writer(seconds=40, max_requests=3000, threads=4, prefix="kill9")
         time.sleep(5)
         t_kill = time.monotonic()
         self.sh(f"kill -9 {pid0}")
         up_after = self.wait_healthy(90)
         downtime = None if up_after is None else round(time.monotonic() - t_kill, 2)
-        records = self.collect(w, timeout=120)
+        records = self.collect(w, timeout=150)
         acked = {r["id"] for r in records if r["id"]}
         present = self.ids()
         missing = acked - present

@@ -65,7 +65,10 @@ def write(base, seconds, max_requests, threads, prefix):
                     rec["error"] = text[:300]
             except Exception as exc:  # a refused or reset connection while the app restarts
                 rec["error"] = "%s: %s" % (type(exc).__name__, exc)
-                time.sleep(0.05)
+            if not rec["id"]:
+                # While the app is down, fail slowly: the request budget is for the writes
+                # after it is back, not for a burst of 502s.
+                time.sleep(0.25)
             rec["t"] = time.time()
             with lock:
                 sys.stdout.write(json.dumps(rec) + "\n")
