@@ -59,5 +59,9 @@ if [ -f molecule/shared/inject-drift.yml ]; then
   scripts/recap.py "$logs/drift-rerun.ansible.log" --expect-unchanged
 fi
 step verify;      run_logged verify molecule verify -s "$scenario"
-grep -E '^(=+ .* in [0-9.]+s|[0-9]+ passed|FAILED|ERROR)' "$logs/verify.log" | tail -n 5 || true
+grep -E '(=+ .* in [0-9.]+s|[0-9]+ passed|FAILED|ERROR)' "$logs/verify.log" | tail -n 5 || true
+step report
+python3 -m checklist.report --results "reports/checklist-$scenario.json" \
+  --out "reports/compliance-molecule-$scenario" --name "molecule-$scenario" \
+  --junit "reports/molecule-$scenario.xml"
 echo "scenario $scenario passed in $(( $(date +%s) - start ))s"
