@@ -7,7 +7,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 INVENTORY ?= inventories/local
 SCENARIO ?= default
 
-.PHONY: help bootstrap images deploy destroy test lint unit molecule verify drift
+.PHONY: help bootstrap images deploy destroy test lint unit molecule verify drift bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -41,3 +41,6 @@ verify: bootstrap ## verification suite + compliance report against INVENTORY
 
 drift: bootstrap ## what differs from the playbook on INVENTORY (check mode, summary per host)
 	scripts/drift.sh $(INVENTORY)
+
+bench: bootstrap ## the app load benchmark (figures, not a test); bench/README.md lists the others
+	python bench/app_load.py
