@@ -99,7 +99,7 @@ def ssh_inventory(workdir: Path, names: List[str]) -> Path:
         hb.podman("exec", "-i", name, "/bin/bash", "-c",
                   "install -d -m 0700 /root/.ssh && touch /root/.ssh/authorized_keys && "
                   "chmod 600 /root/.ssh/authorized_keys && "
-                  "(grep -qF hub-bench /root/.ssh/authorized_keys || cat >> /root/.ssh/authorized_keys)",
+                  "sed -i '/ hub-bench$/d' /root/.ssh/authorized_keys && cat >> /root/.ssh/authorized_keys",
                   input_text=pub)
         addr = hb.podman("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", name).stdout.strip()
         hosts[name] = {
