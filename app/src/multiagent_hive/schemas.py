@@ -2,12 +2,22 @@
 
 pydantic evaluates these annotations at runtime, so they use typing.List/Optional (Python 3.9)."""
 import re
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 NAME_RE = re.compile(r"[A-Za-z0-9 _-]{1,100}")
 CAPABILITY_RE = re.compile(r"[A-Za-z0-9_-]{1,50}")
+
+
+def _capability_name(value: str) -> str:
+    if not CAPABILITY_RE.fullmatch(value):
+        raise ValueError("capability name must be 1-50 letters, digits, '_' or '-'")
+    return value
+
+
+# One rule for every capability name (offered by an agent or required by a task).
+CapabilityName = Annotated[str, AfterValidator(_capability_name)]
 AGENT_TYPES = ("worker", "coordinator", "learner")
 PRIORITIES = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
@@ -29,27 +39,13 @@ class Strict(BaseModel):
 
 
 class Capability(Strict):
-    name: str
+    name: CapabilityName
     proficiency: float = Field(ge=0.0, le=1.0)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not CAPABILITY_RE.fullmatch(value):
-            raise ValueError("capability name must be 1-50 letters, digits, '_' or '-'")
-        return value
 
 
 class RequiredCapability(Strict):
-    name: str
+    name: CapabilityName
     min_proficiency: float = Field(default=0.0, ge=0.0, le=1.0)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        if not CAPABILITY_RE.fullmatch(value):
-            raise ValueError("capability name must be 1-50 letters, digits, '_' or '-'")
-        return value
 
 
 class AgentCreate(Strict):
