@@ -99,6 +99,48 @@ def test_health_503_when_database_fails(client: Any, hive_app: Any) -> None:
     assert resp.status_code == 503 and resp.json() == {"status": "error"}
 
 
+def test_health_head_and_database_check_cached(client: Any, hive_app: Any, monkeypatch: Any) -> None:
+    from multiagent_hive import api
+
+    calls = []
+    real_ping = hive_app.store.ping
+    hive_app.store.ping = lambda: calls.append(1) or real_ping()
+    head = client.head("/api/health")
+    assert head.status_code == 200 and head.content == b""
+    assert all(client.get("/api/health").json() == {"status": "ok"} for _ in range(20))
+    assert len(calls) == 1  # one query behind a burst of probes
+
+    def broken() -> bool:
+        raise RuntimeError("disk gone")
+
+    hive_app.store.ping = broken
+    assert client.get("/api/health").status_code == 200  # still within the cached second
+    monkeypatch.setattr(api, "HEALTH_DB_CACHE_SECONDS", 0.0)
+    assert client.get("/api/health").status_code == 503
+    hive_app.store.ping = real_ping
+    assert client.get("/api/health").status_code == 200
+
+
+def test_database_full_is_507_and_saves_nothing(client: Any, hive_app: Any, operator: Dict[str, str], monkeypatch: Any) -> None:
+    from multiagent_hive import db
+
+    def full(*_: Any) -> None:
+        raise db.sqlite.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(hive_app.store, "insert_agent", full)
+    resp = client.post("/api/agents", headers=operator, json={"name": "lost", "type": "worker"})
+    assert resp.status_code == 507 and resp.json()["error"] == "database storage full"
+    assert "lost" not in [a["name"] for a in client.get("/api/agents", headers=operator).json()["agents"]]
+
+    def locked(*_: Any) -> None:
+        raise db.sqlite.OperationalError("database is locked")
+
+    monkeypatch.setattr(hive_app.store, "insert_agent", locked)
+    resp = client.post("/api/agents", headers=operator, json={"name": "later", "type": "worker"})
+    assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
+    assert "not saved" in resp.json()["detail"]
+
+
 # -- authorization ---------------------------------------------------------------------------
 def test_guide_rbac_admin_users(client: Any, admin: Dict[str, str], operator: Dict[str, str], viewer: Dict[str, str]) -> None:
     assert client.get("/api/admin/users").status_code == 401
