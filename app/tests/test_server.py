@@ -142,8 +142,14 @@ def test_notify_reload_terminate_and_exporter(instance: Tuple[Dict[str, str], No
         exporter = start(env, exp_notify, "--metrics")
         wait_ready(exporter, exp_notify, metrics_port)
         exp_notify.close()
-        status, text = http("GET", f"http://127.0.0.1:{metrics_port}/metrics")
-        assert status == 200
+        # request figures reach the files within RequestMetrics.FLUSH_SECONDS
+        deadline = time.monotonic() + 10
+        while True:
+            status, text = http("GET", f"http://127.0.0.1:{metrics_port}/metrics")
+            assert status == 200
+            if "hive_http_requests_total" in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         assert 'hive_http_requests_total{method="GET",route="/api/health",status="200"} 1.0' in text
         assert 'hive_audit_events_total{event="UnauthorizedAccess"} 2.0' in text
         assert "hive_database_up 1.0" in text and 'hive_agents{state="idle"}' in text
