@@ -34,6 +34,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import hubbench as hb  # noqa: E402
+
 BENCH = Path(__file__).resolve().parent
 WRK_DIR = BENCH / "wrk"
 TARGETS = {
@@ -395,6 +398,7 @@ def main() -> int:
     p.add_argument("--out", default=str(BENCH / "results" / "app-load.json"), help="JSON result file ('-' for none)")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
     args = p.parse_args()
+    hb.clean_up_on_sigterm()
     if args.duration <= 0 or args.duration > 120 or args.rounds < 1 or args.rounds > 10:
         p.error("--duration must be in (0, 120] and --rounds in [1, 10]: the run stays bounded")
 
@@ -411,10 +415,7 @@ def main() -> int:
         else:
             shutil.rmtree(bench.tmp, ignore_errors=True)
     print_table(result)
-    if args.out != "-":
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.out}")
+    hb.write_result(args.out, result)
     return 0
 
 

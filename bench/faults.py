@@ -334,6 +334,7 @@ def main() -> int:
     p.add_argument("--keep", action="store_true", help="keep a container this run created")
     p.add_argument("--out", default=str(hb.REPO / "bench" / "results" / "faults.json"))
     args = p.parse_args()
+    hb.clean_up_on_sigterm()
     chosen = [s for s in args.scenarios.split(",") if s]
     for s in chosen:
         if s not in SCENARIOS:
@@ -369,10 +370,9 @@ def main() -> int:
     out = {"benchmark": "faults", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "command": "python bench/faults.py " + " ".join(sys.argv[1:]), "container": args.container,
            "image": hb.IMAGE, "results": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     print(f"\n{sum(1 for r in results.values() if r['pass'])} passed, "
-          f"{sum(1 for r in results.values() if not r['pass'])} failed; wrote {args.out}")
+          f"{sum(1 for r in results.values() if not r['pass'])} failed")
+    hb.write_result(args.out, out)
     return 0 if all(r["pass"] for r in results.values()) else 1
 
 

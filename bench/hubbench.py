@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +43,21 @@ def base_env(**extra: str) -> Dict[str, str]:
     env["ANSIBLE_NOCOLOR"] = "1"
     env.update(extra)
     return env
+
+
+def write_result(path: str, result: Dict[str, Any]) -> None:
+    """A benchmark's JSON result at `path` ('-': none)."""
+    if path == "-":
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+def clean_up_on_sigterm() -> None:
+    """SIGTERM (kill, a CI timeout) exits through the `finally` blocks that stop the servers and
+    remove the containers a bench started, instead of leaving them behind."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def _check_name(name: str) -> None:
@@ -109,12 +125,16 @@ def remove_network_if_unused() -> None:
         podman("network", "rm", NETWORK, check=False)
 
 
+def write_hosts(directory: Path, hosts: Dict[str, Dict[str, Any]]) -> None:
+    (directory / "hosts.yml").write_text(json.dumps({"all": {"children": {"hub": {"hosts": hosts}}}}, indent=2))
+
+
 def write_inventory(directory: Path, names: List[str], connection: str = "containers.podman.podman") -> Path:
     """A hub group of podman-reached containers with the local target's group_vars (less its
     connection settings)."""
     directory.mkdir(parents=True, exist_ok=True)
     hosts = {n: {"ansible_connection": connection, "ansible_host": n} for n in names}
-    (directory / "hosts.yml").write_text(json.dumps({"all": {"children": {"hub": {"hosts": hosts}}}}, indent=2))
+    write_hosts(directory, hosts)
     gv = directory / "group_vars" / "all"
     gv.mkdir(parents=True, exist_ok=True)
     # The local target's settings (site name, TLS mode), not how it is reached: each bench

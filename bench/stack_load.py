@@ -161,6 +161,7 @@ def main() -> int:
     p.add_argument("--keep", action="store_true")
     p.add_argument("--out", default=str(hb.REPO / "bench" / "results" / "stack-load.json"))
     args = p.parse_args()
+    hb.clean_up_on_sigterm()
     missing = hb.roles_ready()
     if missing:
         print("not all roles are committed yet: " + ", ".join(missing), file=sys.stderr)
@@ -204,9 +205,7 @@ def main() -> int:
     print(f"guide's ps: {m['after_load']['ps']}")
     for name, t in result["targets"].items():
         print(f"  {'PASS' if t['pass'] else 'FAIL'}  {name}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    hb.write_result(args.out, result)
     return 0 if result["targets"]["guide_loads_zero_failed"]["pass"] else 1
 
 
