@@ -10,28 +10,26 @@ Phases (all by default):
   verify  the verification suite (molecule/shared/tests, podman backend) on hub-bench-1
           after the last variant, so the fastest setting is shown to leave a correct host
 
-Variants (environment over the repo's ansible.cfg; the connection is containers.podman.podman
-unless said otherwise):
-  baseline       ansible.cfg as committed: linear, forks 20, gathering=smart with the jsonfile
-                 fact cache, pipelining=true (containers.podman.podman has has_pipelining=False,
-                 so pipelining cannot change anything on this connection)
-  no-fact-cache  ANSIBLE_GATHERING=implicit + memory cache: facts gathered on every run
-  free           ANSIBLE_STRATEGY=free: hosts do not wait for each other per task
-  mitogen        mitogen 0.3.x (pip install --target, outside the venv) strategy mitogen_linear;
-                 ansible_connection=podman, which mitogen turns into its own mitogen_podman
-                 (one persistent interpreter per host instead of podman exec + cp per module)
-  mitogen-free   mitogen_free
-  ssh            the same hosts over SSH (root with a bench key put into the containers,
-                 to their addresses on the bench network; the roles allow root by key only),
-                 ansible.cfg's pipelining=true and ControlPersist: how production connects
-  ssh-no-pipelining  ssh with ANSIBLE_PIPELINING=false: what pipelining buys
-  mitogen-ssh    mitogen_linear over SSH
+Variants (environment over the repo's ansible.cfg, and how the hosts are reached):
+  ssh            ansible.cfg as committed, over SSH (root with a bench key put into the
+                 containers, to their addresses on the bench network; the roles allow root
+                 by key only): Mitogen's linear strategy (plugins/strategy/mitogen_linear.py),
+                 forks 20, gathering=smart with the jsonfile fact cache. How `make deploy`
+                 and production connect; the first converges use it too
+  ssh-linear     ANSIBLE_STRATEGY=linear: Ansible's own strategy with pipelining and
+                 ControlPersist, i.e. what Mitogen buys
+  ssh-linear-no-pipelining  and what pipelining buys on top of that
+  ssh-no-fact-cache  ANSIBLE_GATHERING=implicit + memory cache: facts gathered on every run
+  podman         ansible.cfg as committed over `podman exec` (Mitogen turns the podman
+                 connection into one persistent interpreter per container)
+  podman-linear  the podman connection with Ansible's linear strategy (no pipelining there:
+                 containers.podman.podman has has_pipelining=False)
 
 At most four containers of this bench exist at a time; all are removed at the end unless
 --keep. Writes bench/results/provision.json and prints a table.
 
     /work/main/.venv/bin/python bench/provision.py [--phases first1,first4,rerun,verify]
-        [--variants baseline,no-fact-cache,free,mitogen,mitogen-free] [--hosts 4] [--keep]
+        [--variants ssh,ssh-linear,...] [--hosts 4] [--keep]
 """
 from __future__ import annotations
 
@@ -43,47 +41,27 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hubbench as hb  # noqa: E402
 
-MITOGEN_VERSION = "0.3.54"
-VARIANTS = ("baseline", "no-fact-cache", "free", "mitogen", "mitogen-free", "ssh", "ssh-no-pipelining", "mitogen-ssh")
+# variant: (connection, environment over ansible.cfg); the first is the committed setting
+VARIANTS: Dict[str, Tuple[str, Dict[str, str]]] = {
+    "ssh": ("ssh", {}),
+    "ssh-linear": ("ssh", {"ANSIBLE_STRATEGY": "linear"}),
+    "ssh-linear-no-pipelining": ("ssh", {"ANSIBLE_STRATEGY": "linear", "ANSIBLE_PIPELINING": "false"}),
+    "ssh-no-fact-cache": ("ssh", {"ANSIBLE_GATHERING": "implicit", "ANSIBLE_CACHE_PLUGIN": "memory"}),
+    "podman": ("podman", {}),
+    "podman-linear": ("podman", {"ANSIBLE_STRATEGY": "linear"}),
+}
+COMMITTED = "ssh"
 TARGET_RERUN_1_HOST_S = 30.0
 TARGET_RATIO_4_TO_1 = 1.6
 
 
-def install_mitogen(directory: Path) -> Path:
-    """mitogen into a directory of its own (the shared venv stays as it is)."""
-    marker = directory / "ansible_mitogen" / "plugins" / "strategy"
-    if not marker.is_dir():
-        subprocess.run([str(hb.VENV_BIN / "pip"), "install", "-q", "--no-deps", "--target", str(directory),
-                        f"mitogen=={MITOGEN_VERSION}"], check=True)
-    return marker
-
-
 def variant_env(variant: str, workdir: Path) -> Dict[str, str]:
-    env = {"ANSIBLE_CACHE_PLUGIN_CONNECTION": str(workdir / "facts")}
-    if variant == "no-fact-cache":
-        env.update(ANSIBLE_GATHERING="implicit", ANSIBLE_CACHE_PLUGIN="memory")
-    elif variant == "free":
-        env.update(ANSIBLE_STRATEGY="free")
-    elif variant == "ssh":
-        pass
-    elif variant == "ssh-no-pipelining":
-        env.update(ANSIBLE_PIPELINING="false")
-    elif variant.startswith("mitogen"):
-        strategies = install_mitogen(workdir / "mitogen")
-        env.update(ANSIBLE_STRATEGY_PLUGINS=str(strategies),
-                   ANSIBLE_STRATEGY="mitogen_free" if variant == "mitogen-free" else "mitogen_linear",
-                   PYTHONPATH=str(workdir / "mitogen"))
-        if variant == "mitogen-ssh":
-            # mitogen's own ssh does not read ansible_ssh_common_args' StrictHostKeyChecking.
-            env.update(ANSIBLE_HOST_KEY_CHECKING="false")
-    elif variant != "baseline":
-        raise ValueError(variant)
-    return env
+    return {"ANSIBLE_CACHE_PLUGIN_CONNECTION": str(workdir / "facts"), **VARIANTS[variant][1]}
 
 
 def ssh_inventory(workdir: Path, names: List[str]) -> Path:
@@ -106,10 +84,12 @@ def ssh_inventory(workdir: Path, names: List[str]) -> Path:
             "ansible_connection": "ssh", "ansible_host": addr, "ansible_user": "root",
             "ansible_ssh_private_key_file": str(key),
             "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+            # Mitogen's ssh reads this, not the -o options above
+            "ansible_host_key_checking": False,
         }
     inv_dir = workdir / "inventory-ssh"
     hb.write_inventory(inv_dir, names)
-    (inv_dir / "hosts.yml").write_text(json.dumps({"all": {"children": {"hub": {"hosts": hosts}}}}, indent=2))
+    hb.write_hosts(inv_dir, hosts)
     return inv_dir / "hosts.yml"
 
 
@@ -135,16 +115,17 @@ def summarize(run: Dict[str, Any], hosts: List[str]) -> Dict[str, Any]:
 def main() -> int:
     p = argparse.ArgumentParser(description="site.yml on 1 and 4 bench containers: first converge and re-runs")
     p.add_argument("--phases", default="first1,first4,rerun,verify")
-    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: " + ", ".join(VARIANTS))
     p.add_argument("--hosts", type=int, default=4, choices=range(1, 5), help="size of the multi-host set (1-4)")
     p.add_argument("--first1-from", metavar="JSON", help="record a first converge of hub-bench-1 that "
                    "`hubbench.py up` printed (instead of running phase first1 again)")
     p.add_argument("--no-final-check", action="store_true",
-                   help="skip the baseline re-run after the other variants (it checks they left nothing to change)")
+                   help="skip the committed setting's re-run after the other variants (it checks they left nothing to change)")
     p.add_argument("--keep", action="store_true", help="keep the containers (and the temp dir) afterwards")
     p.add_argument("--force", action="store_true", help="run even if not all nine roles are committed")
     p.add_argument("--out", default=str(hb.REPO / "bench" / "results" / "provision.json"))
     args = p.parse_args()
+    hb.clean_up_on_sigterm()
     phases = args.phases.split(",")
     variants = [v for v in args.variants.split(",") if v]
     for v in variants:
@@ -180,9 +161,14 @@ def main() -> int:
             "succeeded": up["rc"] == 0, "command": "python bench/hubbench.py up hub-bench-1"}
     log_dir = workdir / "logs"
     log_dir.mkdir()
-    inv = hb.write_inventory(workdir / "inventory", names)
-    inv_one = hb.write_inventory(workdir / "inventory-1", one)
-    inv_mitogen = hb.write_inventory(workdir / "inventory-mitogen", names, connection="podman")
+    inventories: Dict[str, Path] = {}
+
+    def inventory_for(variant: str) -> Path:
+        connection = VARIANTS[variant][0]
+        if connection not in inventories:
+            inventories[connection] = (ssh_inventory(workdir, names) if connection == "ssh"
+                                       else hb.write_inventory(workdir / "inventory-podman", names, connection="podman"))
+        return inventories[connection]
 
     def step(label: str, inventory: Path, hosts: List[str], env: Dict[str, str], limit: str = "") -> Dict[str, Any]:
         print(f"[provision] {label} ...", flush=True)
@@ -196,24 +182,21 @@ def main() -> int:
     try:
         if "first1" in phases:
             hb.create(one)
-            result["first_converge"]["1"] = step("first-1", inv_one, one, variant_env("baseline", workdir / "first1"))
+            result["first_converge"]["1"] = step(
+                "first-1", ssh_inventory(workdir / "first1", one), one, variant_env(COMMITTED, workdir / "first1"))
             if "first4" in phases and len(names) > 1:
                 hb.remove(one)
+                inventories.clear()  # new containers, new addresses
         if "first4" in phases and len(names) > 1:
             hb.create(names)
             result["first_converge"][str(len(names))] = step(
-                f"first-{len(names)}", inv, names, variant_env("baseline", workdir))
+                f"first-{len(names)}", inventory_for(COMMITTED), names, variant_env(COMMITTED, workdir))
         if ("rerun" in phases or "verify" in phases) and not all(hb.exists(n) for n in names):
             raise SystemExit(f"re-runs need converged {', '.join(names)}: add first1/first4 to --phases")
         if "rerun" in phases:
             for variant in variants:
                 env = variant_env(variant, workdir)
-                if variant in ("ssh", "ssh-no-pipelining", "mitogen-ssh"):
-                    inventory = ssh_inventory(workdir, names)
-                elif variant.startswith("mitogen"):
-                    inventory = inv_mitogen
-                else:
-                    inventory = inv
+                inventory = inventory_for(variant)
                 r1 = step(f"rerun-{variant}-1", inventory, one, env, limit=one[0])
                 entry = {"1": r1, "ratio": None}
                 correct = r1["succeeded"] and r1["changed_total"] == 0
@@ -224,10 +207,10 @@ def main() -> int:
                     correct = correct and rn["succeeded"] and rn["changed_total"] == 0
                 entry["correct"] = correct
                 result["rerun"][variant] = entry
-            # After the other strategies, the committed settings must still find nothing to change.
-            if variants and variants[-1] != "baseline" and not args.no_final_check:
-                check = step("rerun-baseline-after", inv, names, variant_env("baseline", workdir))
-                result["rerun_baseline_after_variants"] = check
+            # After the other settings, the committed one must still find nothing to change.
+            if variants and variants[-1] != COMMITTED and not args.no_final_check:
+                check = step(f"rerun-{COMMITTED}-after", inventory_for(COMMITTED), names, variant_env(COMMITTED, workdir))
+                result["rerun_committed_after_variants"] = check
         if "verify" in phases:
             print("[provision] verification suite on hub-bench-1 ...", flush=True)
             started = time.monotonic()
@@ -258,12 +241,12 @@ def main() -> int:
         if len(names) > 1:
             result["targets"]["four_hosts_within_1_6x_one"] = {
                 "value": b["ratio"], "variant": best, "pass": b["ratio"] is not None and b["ratio"] <= TARGET_RATIO_4_TO_1}
-        base = result["rerun"].get("baseline")
+        base = result["rerun"].get(COMMITTED)
         if base:
-            result["targets"]["baseline_rerun_one_host_within_30s"] = {
+            result["targets"]["committed_rerun_one_host_within_30s"] = {
                 "value": base["1"]["wall_s"], "pass": base["1"]["wall_s"] <= TARGET_RERUN_1_HOST_S}
         if base and len(names) > 1:
-            result["targets"]["baseline_four_hosts_within_1_6x_one"] = {
+            result["targets"]["committed_four_hosts_within_1_6x_one"] = {
                 "value": base["ratio"], "pass": base["ratio"] is not None and base["ratio"] <= TARGET_RATIO_4_TO_1}
     first = result["first_converge"]
     if "1" in first and str(len(names)) in first:
@@ -287,9 +270,7 @@ def main() -> int:
         print(f"verification suite on {one[0]}: {result['verify']['summary']}")
     for name, t in result["targets"].items():
         print(f"  {'PASS' if t['pass'] else 'FAIL'}  {name} ({t['value']})")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    hb.write_result(args.out, result)
     return 0
 
 
