@@ -8,7 +8,7 @@ each printing PASS/FAIL with its figures; bench/results/faults.json.
               message and creates no new database; the right key brings it back with all data
   backup      a backup (the cron script the role installs) taken during writes restores (into a
               scratch path) to a consistent database holding every write acknowledged before it
-  diskfull    the database directory on a small tmpfs filled up: writes fail with a clear error,
+  diskfull    the database directory on a small tmpfs filled up: writes fail with 507 and a reason,
               nothing is corrupted, service resumes when space returns
   reboot      a full container restart: every service that ran comes back, the data is there and
               the verification suite (molecule/shared/tests) passes
@@ -268,7 +268,7 @@ class Faults:
             acked = {r["id"] for r in pre + full + post if r["id"]}
             present = self.ids()
             verify = self.hive("--verify-database", check=False)
-            ok = (bool(failed) and first_fail is not None and first_fail["status"] >= 500
+            ok = (bool(failed) and first_fail is not None and first_fail["status"] == 507
                   and all(r["id"] for r in post) and len(post) > 0
                   and verify["_rc"] == 0 and verify.get("integrity") == "ok" and acked <= present)
             result.update({

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -161,20 +162,50 @@ def parse_recap(text: str) -> Dict[str, Dict[str, int]]:
     return recap
 
 
+def container_cpu_seconds(name: str) -> Optional[float]:
+    """CPU time used so far by everything in the container (its cgroup: cgroup v2 cpu.stat or
+    v1 cpuacct); None when the cgroup cannot be read."""
+    path = podman("inspect", "-f", "{{.State.CgroupPath}}", name, check=False).stdout.strip()
+    if not path:
+        return None
+    try:
+        for line in Path(f"/sys/fs/cgroup{path}/cpu.stat").read_text().splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) / 1e6
+    except OSError:
+        pass
+    try:
+        return int(Path(f"/sys/fs/cgroup/cpuacct{path}/cpuacct.usage").read_text()) / 1e9
+    except (OSError, ValueError):
+        return None
+
+
 def run_playbook(inventory: Path, log: Path, env_extra: Optional[Dict[str, str]] = None,
                  limit: Optional[str] = None, args: Iterable[str] = (),
-                 playbook: str = "playbooks/site.yml", timeout: float = 3600) -> Dict[str, Any]:
-    """Run a playbook, timed; output to LOG; returns wall time, rc and the recap per host."""
+                 playbook: str = "playbooks/site.yml", timeout: float = 3600,
+                 containers: Iterable[str] = ()) -> Dict[str, Any]:
+    """Run a playbook, timed; output to LOG; returns wall time, rc, the recap per host and the
+    CPU seconds the controller (ansible-playbook and its workers) and the CONTAINERS used."""
     cmd = [str(VENV_BIN / "ansible-playbook"), "-i", str(inventory), playbook, *args]
     if limit:
         cmd += ["--limit", limit]
+    containers = list(containers)
+    cpu_before = {n: container_cpu_seconds(n) for n in containers}
+    own_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     with open(log, "w") as out:
         res = subprocess.run(cmd, cwd=REPO, env=base_env(**(env_extra or {})), stdout=out,
                              stderr=subprocess.STDOUT, timeout=timeout, check=False)
     wall = time.monotonic() - started
+    own_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_after = {n: container_cpu_seconds(n) for n in containers}
+    used = [cpu_after[n] - cpu_before[n] for n in containers  # type: ignore[operator]
+            if cpu_before[n] is not None and cpu_after[n] is not None]
     recap = parse_recap(log.read_text(errors="replace"))
     return {"wall_s": round(wall, 1), "rc": res.returncode, "recap": recap,
+            "controller_cpu_s": round(own_after.ru_utime + own_after.ru_stime
+                                      - own_before.ru_utime - own_before.ru_stime, 1),
+            "targets_cpu_s": round(sum(used), 1) if len(used) == len(containers) and used else None,
             "command": " ".join(["ansible-playbook", *cmd[1:]])}
 
 

@@ -107,6 +107,11 @@ def summarize(run: Dict[str, Any], hosts: List[str]) -> Dict[str, Any]:
         "changed_total": sum(r.get("changed", 0) for r in per_host),
         "failed_total": sum(r.get("failed", 0) + r.get("unreachable", 0) for r in per_host),
         "rc": run["rc"],
+        "controller_cpu_s": run["controller_cpu_s"],
+        "targets_cpu_s": run["targets_cpu_s"],
+        # On this many cores no schedule can finish sooner than all the CPU work divided by them.
+        "cpu_bound_floor_s": (round((run["controller_cpu_s"] + run["targets_cpu_s"]) / (os.cpu_count() or 1), 1)
+                              if run["targets_cpu_s"] is not None else None),
         "succeeded": ok,
         "command": run["command"],
     }
@@ -172,7 +177,7 @@ def main() -> int:
 
     def step(label: str, inventory: Path, hosts: List[str], env: Dict[str, str], limit: str = "") -> Dict[str, Any]:
         print(f"[provision] {label} ...", flush=True)
-        run = hb.run_playbook(inventory, log_dir / f"{label}.log", env, limit=limit or None)
+        run = hb.run_playbook(inventory, log_dir / f"{label}.log", env, limit=limit or None, containers=hosts)
         s = summarize(run, hosts)
         s["log"] = str(log_dir / f"{label}.log")
         print(f"[provision] {label}: {s['wall_s']} s, rc {s['rc']}, changed {s['changed_total']}, "
@@ -252,20 +257,24 @@ def main() -> int:
     if "1" in first and str(len(names)) in first:
         result["first_converge"]["ratio"] = round(first[str(len(names))]["wall_s"] / first["1"]["wall_s"], 2)
 
-    print(f"\n{'run':<28}{'hosts':>6}{'wall s':>9}{'s/host':>8}{'tasks/host':>11}{'changed':>9}{'failed':>8}")
+    def row(label: str, s: Dict[str, Any]) -> None:
+        print(f"{label:<28}{s['hosts']:>6}{s['wall_s']:>9}{s['s_per_host']:>8}{s['tasks_per_host']:>11}"
+              f"{s['changed_total']:>9}{s['failed_total']:>8}{s['controller_cpu_s']!s:>9}{s['targets_cpu_s']!s:>9}"
+              f"{s['cpu_bound_floor_s']!s:>8}")
+
+    print(f"\n{'run':<28}{'hosts':>6}{'wall s':>9}{'s/host':>8}{'tasks/host':>11}{'changed':>9}{'failed':>8}"
+          f"{'ctl cpu':>9}{'tgt cpu':>9}{'floor':>8}")
     for key in ("1", str(len(names))):
         if key in first:
-            s = first[key]
-            print(f"{'first converge':<28}{s['hosts']:>6}{s['wall_s']:>9}{s['s_per_host']:>8}"
-                  f"{s['tasks_per_host']:>11}{s['changed_total']:>9}{s['failed_total']:>8}")
+            row("first converge", first[key])
     if "ratio" in first:
         print(f"{'  first converge ratio':<28}{'':>6}{first['ratio']:>9}")
     for variant, r in result["rerun"].items():
         for key in sorted({"1", str(len(names))}):
-            s = r[key]
-            print(f"{'re-run ' + variant:<28}{s['hosts']:>6}{s['wall_s']:>9}{s['s_per_host']:>8}"
-                  f"{s['tasks_per_host']:>11}{s['changed_total']:>9}{s['failed_total']:>8}")
+            row("re-run " + variant, r[key])
         print(f"{'  ratio ' + variant:<28}{'':>6}{r['ratio']!s:>9}{'':>8}{'':>11}  {'correct' if r['correct'] else 'NOT CORRECT'}")
+    print(f"(ctl/tgt cpu: CPU seconds of the controller and of the target containers; floor: both "
+          f"divided by the {os.cpu_count()} cores, the shortest wall time any schedule could reach)")
     if "verify" in result:
         print(f"verification suite on {one[0]}: {result['verify']['summary']}")
     for name, t in result["targets"].items():
