@@ -28,7 +28,13 @@ run_logged() { # name, command...: run, keep the full log, fail on failure
 # The runs of site.yml use Mitogen, as ansible.cfg does outside Molecule. Molecule writes its
 # own ansible.cfg, whose strategy stays Ansible's linear: its podman driver's create and destroy
 # playbooks wait on `async` jobs, and with Mitogen those never reported done (seen here).
-converge() { ANSIBLE_STRATEGY=mitogen_linear molecule converge -s "$scenario" "$@"; }
+# Mitogen is chosen where it was verified, the default scenario's SSH; the registry scenario
+# (podman connection, no registry here to try it) keeps linear. ANSIBLE_STRATEGY overrides.
+case "$scenario" in
+  default) site_strategy=mitogen_linear ;;
+  *) site_strategy=linear ;;
+esac
+converge() { ANSIBLE_STRATEGY=${ANSIBLE_STRATEGY:-$site_strategy} molecule converge -s "$scenario" "$@"; }
 
 cleanup() {
   if [ "${KEEP:-0}" != 1 ]; then
