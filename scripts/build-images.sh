@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Build the local systemd test-host images (Debian 12 and 11) with debootstrap + podman import.
+# Build the local systemd test-host images (Debian 13, 12 and 11) with debootstrap + podman import.
 # No container registry is reachable here, so the images are made from Debian's archive.
 # An image that already exists is kept (cache); FORCE=1 rebuilds.
 #
-#   scripts/build-images.sh [bookworm] [bullseye]
+#   scripts/build-images.sh [trixie] [bookworm] [bullseye]
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/images/containers.conf}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+security_mirror="${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}"
 suites=("$@")
-[ ${#suites[@]} -gt 0 ] || suites=(bookworm bullseye)
+[ ${#suites[@]} -gt 0 ] || suites=(bookworm trixie bullseye)
 
 # Packages a systemd test host needs before Ansible can manage it.
 include=systemd,systemd-sysv,python3,python3-apt,dbus,iproute2,sudo,ca-certificates,procps,openssh-server,iputils-ping
@@ -19,7 +20,8 @@ image_tag() {
   case "$1" in
     bookworm) echo "localhost/hub-provision/debian:12" ;;
     bullseye) echo "localhost/hub-provision/debian:11" ;;
-    *) echo "unknown suite: $1 (use bookworm or bullseye)" >&2; return 1 ;;
+    trixie) echo "localhost/hub-provision/debian:13" ;;
+    *) echo "unknown suite: $1 (use trixie, bookworm or bullseye)" >&2; return 1 ;;
   esac
 }
 
@@ -41,6 +43,10 @@ for suite in "${suites[@]}"; do
   # A container has no console getty and no need for the remount/udev units that fail in it.
   chroot "$rootfs" systemctl mask getty@tty1.service systemd-udevd.service \
     systemd-remount-fs.service dev-hugepages.mount sys-fs-fuse-connections.mount >/dev/null 2>&1 || true
+  # The sources a real host has: the release, its point-release updates and the security archive
+  # (without the last, unattended-upgrades has nothing to install).
+  printf 'deb %s %s main\ndeb %s %s-updates main\ndeb %s %s-security main\n' \
+    "$mirror" "$suite" "$mirror" "$suite" "$security_mirror" "$suite" >"$rootfs/etc/apt/sources.list"
   # Keep apt's cache small and the machine-id empty so each container gets its own.
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   : >"$rootfs/etc/machine-id"
