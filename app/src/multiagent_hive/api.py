@@ -11,7 +11,6 @@ import re
 import time
 from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple, Type
 
-import anyio
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -34,7 +33,7 @@ from .schemas import (
     first_error,
     is_suspicious,
 )
-from .security import ApiKeys, Passwords, Tokens, role_at_least
+from .security import ApiKeys, HashingBusy, Passwords, Tokens, role_at_least
 from .store import Store
 
 LOG = logging.getLogger("multiagent_hive.api")
@@ -126,6 +125,7 @@ class HiveApp:
                 ApiError: self._api_error,
                 HTTPException: self._http_error,
                 db.sqlite.DatabaseError: self._database_error,
+                HashingBusy: self._hashing_busy,
             },
         )
 
@@ -138,6 +138,7 @@ class HiveApp:
             yield
         finally:
             await self.hive.stop()
+            self.passwords.close()
             if flusher is not None:
                 flusher.cancel()
                 self.metrics.flush()
@@ -316,6 +317,14 @@ class HiveApp:
             headers={"Retry-After": "1"},
         )
 
+    async def _hashing_busy(self, request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HashingBusy)
+        return JSONResponse(
+            {"error": "server busy", "detail": "too many password checks in progress; retry later"},
+            status_code=503,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
@@ -450,7 +459,7 @@ class HiveApp:
             raise ApiError(429, "too many login attempts", headers={"Retry-After": str(self.login_limit.retry_after(ip))})
         body = await self.read_model(request, Login)
         row = self.store.user_by_name(body.username)
-        ok = await anyio.to_thread.run_sync(self.passwords.verify, row["password_hash"] if row else None, body.password)
+        ok = await self.passwords.verify_async(row["password_hash"] if row else None, body.password)
         if not ok or row is None:
             raise self._unauthorized(request, "invalid credentials", row)
         token, expires = self.tokens.issue(row["id"], row["role"])
@@ -474,7 +483,7 @@ class HiveApp:
             raise ApiError(422, "invalid input", f"password must be at least {self.settings.min_password_length} characters")
         if self.store.user_by_name(body.username):
             raise ApiError(409, "user exists")
-        password_hash = await anyio.to_thread.run_sync(self.passwords.hash, body.password)
+        password_hash = await self.passwords.hash_async(body.password)
         user_id = self.store.create_user(body.username, body.role, password_hash)
         return _json({"id": user_id, "username": body.username, "role": body.role}, 201)
 

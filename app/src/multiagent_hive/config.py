@@ -69,6 +69,9 @@ class Settings:
     argon2_time_cost: int = 2
     argon2_memory_kib: int = 19456
     argon2_parallelism: int = 1
+    # Password hashes running at once (threads) and waiting beyond those; more gets a 503.
+    argon2_workers: int = 2
+    argon2_queue: int = 32
     min_password_length: int = 12
     task_executor: str = "builtin"
     task_duration_ms: int = 5
@@ -314,13 +317,15 @@ def validate(settings: Settings, scope: str = "all") -> List[str]:
     positive = (
         "jwt_expiry_seconds", "max_body_bytes", "rate_limit_per_second", "rate_limit_burst",
         "login_rate_per_minute", "login_burst", "argon2_time_cost", "argon2_parallelism",
-        "websocket_queue_size",
+        "websocket_queue_size", "argon2_workers",
     )
     for name in positive:
         if getattr(settings, name) <= 0:
             problems.append(f"{name.upper()} must be positive")
     if settings.argon2_memory_kib < 8 * settings.argon2_parallelism:
         problems.append("ARGON2_MEMORY_KIB must be at least 8 x ARGON2_PARALLELISM")
+    if settings.argon2_queue < 0:
+        problems.append("ARGON2_QUEUE must not be negative")
     if settings.task_duration_ms < 0:
         problems.append("TASK_DURATION_MS must not be negative")
     if settings.min_password_length < 8:

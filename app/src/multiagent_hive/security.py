@@ -1,12 +1,15 @@
 """Password hashing (argon2id), JWTs (HS256 only) and API keys (HMAC-SHA256, shown once)."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 import uuid
-from typing import Any, Dict, Optional, Tuple
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
 
 import jwt
 from argon2 import PasswordHasher, Type
@@ -22,7 +25,25 @@ ROLES = ("viewer", "operator", "admin")
 ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
 
 
+T = TypeVar("T")
+
+
+class HashingBusy(Exception):
+    """The password-hashing pool is full: answer 503 with Retry-After, do no argon2 work."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__("password hashing is busy")
+        self.retry_after = retry_after
+
+
 class Passwords:
+    """argon2id hashing. `hash`/`verify` block (CLI, tests); the service calls
+    `await hash_async(...)` / `await verify_async(...)`, which run in a bounded thread pool
+    (argon2-cffi releases the GIL) so the event loop keeps answering meanwhile. At most
+    `argon2_workers` hashes run and `argon2_queue` wait; beyond that HashingBusy is raised at
+    once, so a login flood costs neither unbounded memory (19 MiB per running hash) nor
+    unbounded latency."""
+
     def __init__(self, settings: Settings) -> None:
         self.hasher = PasswordHasher(
             time_cost=settings.argon2_time_cost,
@@ -32,6 +53,11 @@ class Passwords:
         )
         # Verified against when the user does not exist, so both paths cost the same.
         self._dummy = self.hasher.hash(secrets.token_hex(16))
+        self.workers = max(1, settings.argon2_workers)
+        self.limit = self.workers + max(0, settings.argon2_queue)
+        self._in_flight = 0
+        self._lock = threading.Lock()
+        self._pool: Optional[ThreadPoolExecutor] = None
 
     def hash(self, password: str) -> str:
         return self.hasher.hash(password)
@@ -41,6 +67,42 @@ class Passwords:
             return self.hasher.verify(stored or self._dummy, password) and stored is not None
         except (VerificationError, InvalidHashError):
             return False
+
+    @property
+    def in_flight(self) -> int:
+        """Hashes running or waiting in the pool."""
+        return self._in_flight
+
+    async def hash_async(self, password: str) -> str:
+        """hash() in the pool; raises HashingBusy when the pool and its queue are full."""
+        return await self._offload(self.hash, password)
+
+    async def verify_async(self, stored: Optional[str], password: str) -> bool:
+        """verify() in the pool; raises HashingBusy when the pool and its queue are full."""
+        return await self._offload(self.verify, stored, password)
+
+    async def _offload(self, func: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            if self._in_flight >= self.limit:
+                # Queued work drains at about `workers` hashes per hash time; a second is the
+                # order of magnitude at the default cost, and clients should not retry sooner.
+                raise HashingBusy(retry_after=1)
+            self._in_flight += 1
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="argon2")
+            pool = self._pool
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+
+    def close(self) -> None:
+        """Stop the pool's threads (after the running hashes finish)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 class Tokens:
