@@ -26,14 +26,17 @@ destroy: ## remove the local container
 
 test: lint unit molecule ## everything CI runs: lint, unit tests, the Molecule scenario
 
-lint: bootstrap ## yamllint and ansible-lint (production profile)
+lint: bootstrap ## yamllint, ansible-lint (production profile), the workflow (schema, zizmor)
 	yamllint .
 	ansible-lint
+	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	zizmor --offline --min-severity medium .github/workflows
 
 unit: bootstrap ## the hub app's tests and the checklist catalog's tests
 	pytest -q -p no:cacheprovider app/tests checklist/tests
 
-molecule: images ## the Molecule scenario SCENARIO (default: Debian 12 + 11) end to end
+# Only the scenarios on the local images build them (registry pulls its images).
+molecule: $(if $(filter registry,$(SCENARIO)),bootstrap,images) ## the Molecule scenario SCENARIO (default: the local Debian images) end to end
 	scripts/molecule-sequence.sh $(SCENARIO)
 
 verify: bootstrap ## verification suite + compliance report against INVENTORY
