@@ -33,7 +33,7 @@ lint: bootstrap ## yamllint, ansible-lint (production profile), the workflow (sc
 	zizmor --offline --min-severity medium .github/workflows
 
 unit: bootstrap ## the hub app's tests and the checklist catalog's tests
-	pytest -q -p no:cacheprovider app/tests checklist/tests
+	pytest -q -p no:cacheprovider app/tests checklist/tests tests
 
 # Only the scenarios on the local images build them (registry pulls its images).
 molecule: $(if $(filter registry,$(SCENARIO)),bootstrap,images) ## the Molecule scenario SCENARIO (default: the local Debian images) end to end
