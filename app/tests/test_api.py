@@ -44,8 +44,14 @@ def test_wrong_password_is_401(client: Any) -> None:
 
 
 def _forge(settings: Any, alg: str, **overrides: Any) -> str:
+    from multiagent_hive.store import Store
+
+    store = Store(settings.database_path, settings.database_encryption_key)
+    admin = store.user_by_id(1)
+    store.close()
+    assert admin is not None
     now = int(time.time())
-    claims = {"sub": "1", "iat": now, "exp": now + 600, "iss": "ai-orchestrator-hub", "aud": "ai-orchestrator-api", "jti": "x"}
+    claims = {"sub": admin["subject"], "gen": admin["token_generation"], "iat": now, "exp": now + 600, "iss": "ai-orchestrator-hub", "aud": "ai-orchestrator-api", "jti": "x"}
     claims.update(overrides)
     if alg == "none":
         header = base64.urlsafe_b64encode(json.dumps({"alg": "none", "typ": "JWT"}).encode()).rstrip(b"=")
@@ -161,7 +167,7 @@ def test_guide_permission_validation_agents(client: Any, operator: Dict[str, str
     assert resp.status_code == 201
     assert resp.json()["name"] == "test" and resp.json()["state"] == "idle"
     assert client.get("/api/agents", headers=viewer).status_code == 200
-    denied = lines_with(settings, "UnauthorizedAccess")
+    denied = lines_with(settings, "AccessDenied")
     assert any("detail=role%20viewer%20lacks%20operator" in line for line in denied)
 
 
@@ -247,7 +253,9 @@ def test_audit_lines_cannot_be_injected(client: Any, hive_app: Any, settings: An
     evil = "bob\n2026-01-01T00:00:00.000Z event=UnauthorizedAccess client_id=198.51.100.9 x"
     client.post("/api/auth/login", json={"username": evil[:64], "password": "x"})
     client.get("/api/admin/users", headers={"Authorization": "Bearer a b\tclient_id=198.51.100.9"})
-    client.get("/api/admin/users?x=%0aevent=UnauthorizedAccess%20client_id=198.51.100.9")
+    client.get(
+        "/api/admin/users?x=%0aevent=UnauthorizedAccess%20client_id=198.51.100.9", headers={"Authorization": "Bearer forged"}
+    )
     hive_app.audit.event("UnauthorizedAccess", CLIENT_IP, detail=evil, path="/a b\r\nclient_id=1.2.3.4")
     lines = audit_lines(settings)
     assert len(lines) == 4
@@ -276,7 +284,8 @@ def test_forwarded_for_only_from_trusted_proxy(settings: Any) -> None:
     finally:
         app.audit.close()
         app.store.close()
-    ids = [line.split(" ")[2] for line in lines_with(settings, "UnauthorizedAccess")]
+    # No credentials: AuthenticationRequired (not counted by fail2ban), with the same client_id rule.
+    ids = [line.split(" ")[2] for line in lines_with(settings, "AuthenticationRequired")]
     assert ids == [
         "client_id=198.51.100.20",
         "client_id=198.51.100.21",

@@ -229,8 +229,8 @@ def test_websocket_requires_auth(client: Any, settings: Any) -> None:
 
 
 def test_websocket_status_then_events(client: Any, operator: Dict[str, str]) -> None:
-    token = operator["Authorization"].split(" ", 1)[1]
-    with client.websocket_connect(f"/ws?token={token}") as ws:
+    ticket = client.post("/api/ws/ticket", headers=operator).json()["ticket"]
+    with client.websocket_connect(f"/ws?ticket={ticket}") as ws:
         first = ws.receive_json()
         assert first["type"] == "status" and "agents" in first["data"]
         agent = client.post("/api/agents", headers=operator, json={"name": "live", "type": "worker"}).json()
@@ -275,7 +275,7 @@ def test_metrics_recorded_and_exported(env: Dict[str, str], tmp_path: Path) -> N
     assert 'hive_http_requests_total{method="GET",route="/api/agents/{agent_id}",status="200"} 1.0' in text
     assert 'route="unmatched",status="404"' in text
     assert 'hive_http_request_duration_seconds_count{method="POST",route="/api/auth/login"} 1.0' in text
-    assert 'hive_audit_events_total{event="UnauthorizedAccess"} 1.0' in text
+    assert 'hive_audit_events_total{event="AuthenticationRequired"} 1.0' in text
     assert 'hive_agents{state="idle"} 1.0' in text
     assert 'hive_tasks{state="Completed"} 0.0' in text
     assert "hive_database_up 1.0" in text

@@ -16,14 +16,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.routing import Route
 
 from . import __version__, db
+from .accounts import Accounts
 from .config import Settings
 from .hive import Hive, load_executor, public_task
 from .logs import AuditLog, clean_ip, reopen_app_log
-from .ratelimit import TokenBuckets
+from .ratelimit import TokenBuckets, client_bucket
 from .schemas import (
     AgentCreate,
     ApiKeyCreate,
@@ -37,6 +37,7 @@ from .schemas import (
     suspicious_strings,
 )
 from .security import ApiKeys, HashingBusy, Passwords, Tokens, role_at_least
+from .sessions import LoginBackoff, OpenSockets, WsTickets
 from .store import Store
 
 LOG = logging.getLogger("multiagent_hive.api")
@@ -57,6 +58,7 @@ def _minimal_health_answer(status: int, body: bytes) -> Tuple[int, bytes, List[T
 
 HEALTH_MINIMAL = {True: _minimal_health_answer(200, b'{"status":"ok"}'), False: _minimal_health_answer(503, b'{"status":"error"}')}
 CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
+MISSING_CREDENTIALS = "missing credentials"
 
 
 class ApiError(Exception):
@@ -96,6 +98,11 @@ class HiveApp:
         self._db_ok = False
         self._db_checked_at = float("-inf")
         self.max_body = settings.max_body_bytes
+        self._bucket_cache: Dict[str, str] = {}
+        self.backoff = LoginBackoff()
+        self.tickets = WsTickets()
+        self.sockets = OpenSockets()
+        self.accounts = Accounts(self)
 
         routes = [
             Route(HEALTH_PATH, self.health, methods=["GET"]),
@@ -108,7 +115,7 @@ class HiveApp:
             Route("/api/tasks/{task_id}", self.task, methods=["GET"]),
             Route("/api/hive/status", self.hive_status, methods=["GET"]),
             Route("/api/users/me/data", self.my_data, methods=["GET", "DELETE"]),
-            WebSocketRoute("/ws", self.websocket),
+            *self.accounts.routes(),
         ]
         self.route_names = {r.endpoint: r.path for r in routes}
         self.starlette = Starlette(
@@ -195,11 +202,12 @@ class HiveApp:
             return
         ip = self.client_ip(scope)
         scope["hive.client_ip"] = ip
-        if not self.general_limit.allow(ip):
+        bucket = self.bucket(ip)
+        if not self.general_limit.allow(bucket):
             self._rate_limited(ip, scope.get("path", ""), self.general_limit)
             if kind == "http":
                 await self._send_plain(send, 429, {"error": "rate limit exceeded"},
-                                       {"retry-after": str(self.general_limit.retry_after(ip))})
+                                       {"retry-after": str(self.general_limit.retry_after(bucket))})
             else:
                 await send({"type": "websocket.close", "code": 1013})
             return
@@ -233,6 +241,16 @@ class HiveApp:
             await self.starlette(scope, receive, send_wrapper)
         finally:
             self._observe(scope, status_holder[0], time.perf_counter() - started)
+
+    def bucket(self, ip: str) -> str:
+        """Rate-limit key of a client: the IPv4 address or the IPv6 /64 (ratelimit.client_bucket)."""
+        key = self._bucket_cache.get(ip)
+        if key is None:
+            key = client_bucket(ip)
+            if len(self._bucket_cache) >= 10_000:
+                self._bucket_cache.clear()
+            self._bucket_cache[ip] = key
+        return key
 
     @staticmethod
     def _scope_has_credentials(scope: Scope) -> bool:
@@ -327,57 +345,71 @@ class HiveApp:
         return str(request.scope.get("hive.client_ip", "0.0.0.0"))
 
     def _unauthorized(self, request: Request, detail: str, user: Optional[Dict[str, Any]] = None) -> ApiError:
-        self.audit.event(
-            "UnauthorizedAccess", self._ip(request), user, method=request.method, path=request.url.path, detail=detail
-        )
+        # Only a credential that was presented and failed is UnauthorizedAccess (what fail2ban
+        # counts); a request without any is AuthenticationRequired, so that a page embedding
+        # links to the API cannot get its visitors banned.
+        event = "AuthenticationRequired" if detail == MISSING_CREDENTIALS else "UnauthorizedAccess"
+        self.audit.event(event, self._ip(request), user, method=request.method, path=request.url.path, detail=detail)
         return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
 
-    def _user_from_headers(self, headers: Any, query_token: Optional[str] = None) -> Tuple[Optional[Dict[str, Any]], str]:
-        """(user, reason); user is None when the credentials are missing or invalid."""
+    def user_from_headers(self, headers: Any) -> Tuple[Optional[Dict[str, Any]], str]:
+        """(user, how); user is None when the credentials are missing or invalid, and `how` is
+        then the reason. A JWT names its user by the random `subject` and is valid only at the
+        user's current token generation and while the user is enabled."""
         api_key = headers.get("x-api-key")
         if api_key is not None:
             if len(api_key) > 200:
                 return None, "invalid api key"
-            row = self.store.user_by_api_key(self.api_keys.digest(api_key))
+            digest = self.api_keys.digest(api_key)
+            row = self.store.user_by_api_key(digest)
             if row is None:
                 return None, "invalid api key"
+            row["key_digest"] = digest
             return row, "api key"
         auth = headers.get("authorization")
-        token = None
-        if auth is not None:
-            scheme, _, value = auth.partition(" ")
-            if scheme.lower() != "bearer" or not value.strip():
-                return None, "unsupported authorization scheme"
-            token = value.strip()
-        elif query_token:
-            token = query_token
-        if token is None:
-            return None, "missing credentials"
-        claims = self.tokens.decode(token)
+        if auth is None:
+            return None, MISSING_CREDENTIALS
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            return None, "unsupported authorization scheme"
+        claims = self.tokens.decode(value.strip())
         if claims is None:
             return None, "invalid or expired token"
-        try:
-            user_id = int(claims["sub"])
-        except (TypeError, ValueError):
-            return None, "invalid token subject"
-        user = self.store.user_by_id(user_id)
+        user = self.store.user_by_subject(claims["sub"])
         if user is None:
             return None, "user no longer exists"
+        if user["disabled"]:
+            return None, "account disabled"
+        if user["token_generation"] != claims["gen"]:
+            return None, "session revoked"
+        user["session_exp"] = float(claims["exp"])
+        user["session_generation"] = claims["gen"]
         return user, "jwt"
 
     def authenticate(self, request: Request, needed: str = "viewer") -> Dict[str, Any]:
-        user, how = self._user_from_headers(request.headers)
+        user, how = self.user_from_headers(request.headers)
         if user is None:
             raise self._unauthorized(request, how)
         if how == "api key":
             self._api_key_used(request, user)
         if not role_at_least(user["role"], needed):
             self.audit.event(
-                "UnauthorizedAccess", self._ip(request), user,
+                "AccessDenied", self._ip(request), user,
                 method=request.method, path=request.url.path, detail=f"role {user['role']} lacks {needed}",
             )
             raise ApiError(403, "forbidden", f"requires role {needed}")
         return user
+
+    def issue_token(self, row: Dict[str, Any]) -> Tuple[str, int]:
+        subject = row.get("subject") or self.store.ensure_subject(row["id"])
+        return self.tokens.issue(subject, int(row.get("token_generation") or 0), row["role"])
+
+    def login_backoff_error(self, request: Request, username: str, user: Optional[Dict[str, Any]], wait: float) -> ApiError:
+        """429 while the per-account backoff of this source runs (audited once per window)."""
+        retry = str(max(1, int(wait + 0.999)))
+        if self.backoff.should_audit_block(username, self.bucket(self._ip(request))):
+            self.audit.event("LoginBackoff", self._ip(request), user, path=request.url.path, retry_after=retry)
+        return ApiError(429, "too many failed logins for this account", f"retry in {retry} s", headers={"Retry-After": retry})
 
     def _api_key_used(self, request: Request, user: Dict[str, Any]) -> None:
         """Key use is audited and stamped at most once a minute per key, so a client polling
@@ -447,15 +479,25 @@ class HiveApp:
 
     async def login(self, request: Request) -> Response:
         ip = self._ip(request)
-        if not self.login_limit.allow(ip):
+        bucket = self.bucket(ip)
+        if not self.login_limit.allow(bucket):
             self._rate_limited(ip, request.url.path, self.login_limit)
-            raise ApiError(429, "too many login attempts", headers={"Retry-After": str(self.login_limit.retry_after(ip))})
+            raise ApiError(429, "too many login attempts", headers={"Retry-After": str(self.login_limit.retry_after(bucket))})
         body = await self.read_model(request, Login)
         row = self.store.user_by_name(body.username)
+        # Per-account backoff of this source, checked before any argon2 work (sessions.LoginBackoff).
+        wait = self.backoff.wait(body.username, bucket)
+        if wait > 0:
+            raise self.login_backoff_error(request, body.username, row, wait)
         ok = await self.passwords.verify_async(row["password_hash"] if row else None, body.password)
-        if not ok or row is None:
-            raise self._unauthorized(request, "invalid credentials", row)
-        token, expires = self.tokens.issue(row["id"], row["role"])
+        if not ok or row is None or row["disabled"]:
+            delay = self.backoff.failed(body.username, bucket)
+            error = self._unauthorized(request, "account disabled" if ok and row else "invalid credentials", row)
+            if delay > 0:
+                self.audit.event("LoginBackoff", ip, row, path=request.url.path, retry_after=str(int(delay)))
+            raise error
+        self.backoff.succeeded(body.username, bucket)
+        token, expires = self.issue_token(row)
         self.audit.event("AuthenticationSuccess", ip, row, method="password")
         return _json({"access_token": token, "token_type": "bearer", "expires_in": expires})
 
@@ -463,7 +505,11 @@ class HiveApp:
         user = self.authenticate(request)
         body = await self.read_model(request, ApiKeyCreate, user)
         key = self.api_keys.new()
-        meta = self.store.create_api_key(user["id"], body.name, self.api_keys.digest(key), key[:12])
+        # A key minted with a JWT ends with that session (revoke, password or role change,
+        # disable); one minted with a key inherits that key's binding.
+        meta = self.store.create_api_key(
+            user["id"], body.name, self.api_keys.digest(key), key[:12], user.get("session_generation")
+        )
         return _json({"api_key": key, **meta}, 201)
 
     async def admin_users(self, request: Request) -> Response:
@@ -566,59 +612,8 @@ class HiveApp:
         counts = self.store.erase_user(user["id"])
         # Logged after the erasure: the event carries only the now unlinkable pseudonym.
         self.audit.event("DataErasure", ip, {"id": None, "pseudonym": user["pseudonym"], "username": None})
+        self.accounts.ended(user["id"], "account erased")
         return _json({"erased": True, **counts})
-
-    # websocket ---------------------------------------------------------------------------
-    async def websocket(self, websocket: WebSocket) -> None:
-        user, how = self._user_from_headers(websocket.headers, websocket.query_params.get("token"))
-        ip = str(websocket.scope.get("hive.client_ip", "0.0.0.0"))
-        if user is None:
-            self.audit.event("UnauthorizedAccess", ip, method="GET", path="/ws", detail=how)
-            await websocket.close(code=1008)
-            return
-        await websocket.accept()
-        queue: "asyncio.Queue[Optional[str]]" = asyncio.Queue(maxsize=self.settings.websocket_queue_size)
-
-        def listener(event: Dict[str, Any]) -> None:
-            try:
-                queue.put_nowait(json.dumps(event))
-            except asyncio.QueueFull:
-                # A client that cannot keep up is dropped rather than buffered without bound.
-                self.hive.listeners.discard(listener)
-                queue.get_nowait()
-                queue.put_nowait(None)
-
-        self.hive.listeners.add(listener)
-        receiver = asyncio.ensure_future(self._drain(websocket))
-        try:
-            await websocket.send_text(json.dumps({"type": "status", "data": self.hive.status()}))
-            while True:
-                getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    break
-                message = getter.result()
-                if message is None:
-                    await websocket.close(code=1013)
-                    break
-                await websocket.send_text(message)
-        except (WebSocketDisconnect, RuntimeError):
-            pass
-        finally:
-            self.hive.listeners.discard(listener)
-            receiver.cancel()
-
-    @staticmethod
-    async def _drain(websocket: WebSocket) -> None:
-        """Read (and ignore) client messages until it disconnects."""
-        try:
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-        except (WebSocketDisconnect, RuntimeError):
-            return
 
 
 def create_app(settings: Settings, store: Optional[Store] = None, metrics: Any = None) -> HiveApp:

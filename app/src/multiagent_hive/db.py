@@ -90,6 +90,24 @@ MIGRATIONS: List[Tuple[int, str, List[str]]] = [
             "CREATE INDEX tasks_created_by ON tasks(created_by)",
         ],
     ),
+    (
+        3,
+        "credential lifecycle: random token subject, token generation, disabled users, session-bound keys",
+        [
+            # Tokens name a user by `subject` (random, never reused), not by the row id a restore
+            # can hand to someone else; `token_generation` moves on every password change, role
+            # change, disable and revoke, which ends every JWT issued before.
+            "ALTER TABLE users ADD COLUMN subject TEXT",
+            "UPDATE users SET subject = lower(hex(randomblob(16))) WHERE subject IS NULL",
+            "CREATE UNIQUE INDEX users_subject ON users(subject)",
+            "ALTER TABLE users ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0",
+            # A key minted with a JWT belongs to that session generation (NULL: made by the CLI
+            # on the host), so revoking the sessions also ends the keys a stolen token minted.
+            "ALTER TABLE api_keys ADD COLUMN session_generation INTEGER",
+            "CREATE INDEX api_keys_user ON api_keys(user_id)",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -23,6 +23,15 @@ AUDIT_EVENTS = (
     "InvalidInput",
     "DataExport",
     "DataErasure",
+    # A request without any credential (401): not a failed attempt, fail2ban does not count it.
+    "AuthenticationRequired",
+    # A valid credential whose role is too low (403).
+    "AccessDenied",
+    # Credential lifecycle: password change/reset, role change, disable/enable, delete, key or
+    # session revocation (`action=` says which, `target=` names the user by pseudonym).
+    "AccountChange",
+    # Per-account login backoff engaged or enforced (`retry_after=` seconds).
+    "LoginBackoff",
 )
 # Severity of each audit event, compared with SECURITY_LOG_LEVEL.
 AUDIT_SEVERITY = {
@@ -34,6 +43,10 @@ AUDIT_SEVERITY = {
     "InvalidInput": logging.WARNING,
     "RateLimitExceeded": logging.WARNING,
     "SuspiciousActivity": logging.WARNING,
+    "AuthenticationRequired": logging.WARNING,
+    "AccessDenied": logging.WARNING,
+    "AccountChange": logging.WARNING,
+    "LoginBackoff": logging.WARNING,
 }
 
 

@@ -1,8 +1,25 @@
 """Per-client token buckets, kept in memory (one process serves the API)."""
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Callable, Dict, List
+
+
+def client_bucket(ip: str) -> str:
+    """The rate-limit key of a client address: the address for IPv4, the /64 for IPv6.
+
+    One IPv6 host usually holds a whole /64 (SLAAC, privacy addresses), so keying on the full
+    address would give it 2^64 buckets. IPv4-mapped addresses count as their IPv4 address."""
+    if ":" not in ip:
+        return ip
+    try:
+        addr = ipaddress.IPv6Address(ip)
+    except ValueError:
+        return ip
+    if addr.ipv4_mapped is not None:
+        return str(addr.ipv4_mapped)
+    return str(ipaddress.IPv6Network((int(addr) >> 64 << 64, 64)))
 
 
 class TokenBuckets:

@@ -113,10 +113,14 @@ class Tokens:
         # Expiry is re-checked on every hit; revocation is the caller's user lookup.
         self._verified: Dict[str, Dict[str, Any]] = {}
 
-    def issue(self, user_id: int, role: str) -> Tuple[str, int]:
+    def issue(self, subject: str, generation: int, role: str) -> Tuple[str, int]:
+        """A token for the user with this random `subject` (never the row id: a restored
+        database hands row ids to new users) at this token generation (moved on by password
+        and role changes, disable and revoke, which ends every earlier token)."""
         now = int(time.time())
         claims = {
-            "sub": str(user_id),
+            "sub": subject,
+            "gen": generation,
             "role": role,
             "iat": now,
             "nbf": now,
@@ -146,6 +150,8 @@ class Tokens:
             )
         except jwt.PyJWTError:
             return None
+        if not isinstance(claims.get("sub"), str) or not isinstance(claims.get("gen"), int):
+            return None  # a token of an earlier release (integer row id, no generation)
         if len(self._verified) >= 4096:
             self._verified.clear()
         self._verified[token] = claims

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import secrets
 import threading
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -21,6 +22,7 @@ def _row(cursor: Any, row: Tuple[Any, ...]) -> Dict[str, Any]:
     return {col[0]: row[i] for i, col in enumerate(cursor.description)}
 
 
+USER_COLUMNS = "id, username, role, pseudonym, subject, token_generation, disabled"
 AGENT_COLUMNS = "id, name, type, capabilities, state, current_task, tasks_completed, created_at, updated_at"
 TASK_COLUMNS = (
     "id, description, priority, required_capabilities, state, assigned_agent, result, error, "
@@ -84,39 +86,120 @@ class Store:
         return self.one("SELECT * FROM users WHERE username = ?", (username,))
 
     def user_by_id(self, user_id: int) -> Optional[Dict[str, Any]]:
-        return self.one("SELECT id, username, role, pseudonym FROM users WHERE id = ?", (user_id,))
+        return self.one(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+
+    def user_by_subject(self, subject: str) -> Optional[Dict[str, Any]]:
+        """The user a JWT names (its random `sub`, never the row id a restore can reuse)."""
+        return self.one(f"SELECT {USER_COLUMNS} FROM users WHERE subject = ?", (subject,))
+
+    def ensure_subject(self, user_id: int) -> str:
+        """The user's token subject, made now for a row an older release inserted without one."""
+        subject = secrets.token_hex(16)
+        self.execute("UPDATE users SET subject = ? WHERE id = ? AND subject IS NULL", (subject, user_id))
+        row = self.one("SELECT subject FROM users WHERE id = ?", (user_id,))
+        return str(row["subject"]) if row else subject
 
     def create_user(self, username: str, role: str, password_hash: str) -> int:
         with self.lock:
             cur = self.conn.execute(
-                "INSERT INTO users (username, role, password_hash, pseudonym, created_at) VALUES (?, ?, ?, ?, ?)",
-                (username, role, password_hash, new_pseudonym(), utcnow()),
+                "INSERT INTO users (username, role, password_hash, pseudonym, subject, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (username, role, password_hash, new_pseudonym(), secrets.token_hex(16), utcnow()),
             )
             return int(cur.lastrowid)
 
     def list_users(self) -> List[Dict[str, Any]]:
-        return self.all("SELECT id, username, role, created_at FROM users ORDER BY id")
+        rows = self.all("SELECT id, username, role, disabled, created_at FROM users ORDER BY id")
+        for row in rows:
+            row["disabled"] = bool(row["disabled"])
+        return rows
 
     def count_admins(self) -> int:
-        row = self.one("SELECT count(*) AS n FROM users WHERE role = 'admin'")
+        """Admins that can still log in (disabled ones do not count)."""
+        row = self.one("SELECT count(*) AS n FROM users WHERE role = 'admin' AND disabled = 0")
         return int(row["n"]) if row else 0
 
+    # credential lifecycle ---------------------------------------------------------------
+    def _end_sessions(self, conn: Any, user_id: int) -> None:
+        """Move the token generation on (every JWT issued before stops working) and drop the
+        keys that were minted by a JWT of an older generation."""
+        conn.execute("UPDATE users SET token_generation = token_generation + 1 WHERE id = ?", (user_id,))
+        conn.execute(
+            "DELETE FROM api_keys WHERE user_id = ? AND session_generation IS NOT NULL"
+            " AND session_generation < (SELECT token_generation FROM users WHERE id = ?)",
+            (user_id, user_id),
+        )
+
+    def set_password(self, user_id: int, password_hash: str) -> bool:
+        with self.transaction() as conn:
+            if conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id)).rowcount == 0:
+                return False
+            self._end_sessions(conn, user_id)
+        return True
+
+    def set_role(self, user_id: int, role: str) -> bool:
+        with self.transaction() as conn:
+            if conn.execute("UPDATE users SET role = ? WHERE id = ?", (role, user_id)).rowcount == 0:
+                return False
+            self._end_sessions(conn, user_id)
+        return True
+
+    def set_disabled(self, user_id: int, disabled: bool) -> bool:
+        """Disabling ends the sessions; the user's other keys are refused while disabled (the
+        key lookup joins on `disabled = 0`) and work again after enabling."""
+        with self.transaction() as conn:
+            if conn.execute("UPDATE users SET disabled = ? WHERE id = ?", (int(disabled), user_id)).rowcount == 0:
+                return False
+            if disabled:
+                self._end_sessions(conn, user_id)
+        return True
+
+    def revoke_sessions(self, user_id: int) -> Optional[int]:
+        """End every JWT and delete every API key of the user; the number of keys deleted, or
+        None when there is no such user."""
+        with self.transaction() as conn:
+            if conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
+                return None
+            self._end_sessions(conn, user_id)
+            return int(conn.execute("DELETE FROM api_keys WHERE user_id = ?", (user_id,)).rowcount)
+
     # api keys --------------------------------------------------------------------------
-    def create_api_key(self, user_id: int, name: str, key_hash: str, prefix: str) -> Dict[str, Any]:
+    def create_api_key(
+        self, user_id: int, name: str, key_hash: str, prefix: str, session_generation: Optional[int] = None
+    ) -> Dict[str, Any]:
+        """session_generation: the token generation of the JWT that minted the key (the key ends
+        with that session), None for a key made on the host (ends on revoke or delete only)."""
         now = utcnow()
         with self.lock:
             cur = self.conn.execute(
-                "INSERT INTO api_keys (user_id, name, key_hash, prefix, created_at) VALUES (?, ?, ?, ?, ?)",
-                (user_id, name, key_hash, prefix, now),
+                "INSERT INTO api_keys (user_id, name, key_hash, prefix, created_at, session_generation)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (user_id, name, key_hash, prefix, now, session_generation),
             )
             return {"id": int(cur.lastrowid), "name": name, "prefix": prefix, "created_at": now}
 
     def user_by_api_key(self, key_hash: str) -> Optional[Dict[str, Any]]:
+        """The key's enabled owner; keys of a disabled user or of an ended session match nothing."""
         return self.one(
-            "SELECT u.id, u.username, u.role, u.pseudonym, k.id AS key_id FROM api_keys k "
-            "JOIN users u ON u.id = k.user_id WHERE k.key_hash = ?",
+            "SELECT u.id, u.username, u.role, u.pseudonym, u.subject, u.token_generation, u.disabled,"
+            " k.id AS key_id, k.session_generation FROM api_keys k JOIN users u ON u.id = k.user_id"
+            " WHERE k.key_hash = ? AND u.disabled = 0"
+            " AND (k.session_generation IS NULL OR k.session_generation = u.token_generation)",
             (key_hash,),
         )
+
+    def list_api_keys(self, user_id: int) -> List[Dict[str, Any]]:
+        rows = self.all(
+            "SELECT id, name, prefix, created_at, last_used_at, session_generation FROM api_keys"
+            " WHERE user_id = ? ORDER BY id",
+            (user_id,),
+        )
+        for row in rows:
+            row["bound_to_session"] = row.pop("session_generation") is not None
+        return rows
+
+    def revoke_api_key(self, user_id: int, key_id: int) -> bool:
+        return self.execute("DELETE FROM api_keys WHERE id = ? AND user_id = ?", (key_id, user_id)) > 0
 
     def touch_api_key(self, key_id: int) -> None:
         self.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (utcnow(), key_id))
