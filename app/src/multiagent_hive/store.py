@@ -160,8 +160,9 @@ class Store:
         with self.transaction() as conn:
             if conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
                 return None
+            keys = int(conn.execute("DELETE FROM api_keys WHERE user_id = ?", (user_id,)).rowcount)
             self._end_sessions(conn, user_id)
-            return int(conn.execute("DELETE FROM api_keys WHERE user_id = ?", (user_id,)).rowcount)
+            return keys
 
     # api keys --------------------------------------------------------------------------
     def create_api_key(
