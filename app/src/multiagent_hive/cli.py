@@ -40,10 +40,15 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--restore", metavar="SRC", help="restore the database from a .db or .db.gz backup")
     cmd.add_argument("--ensure-user", metavar="NAME", help="create a user if missing")
     cmd.add_argument("--create-api-key", action="store_true", help="create an API key for --user")
+    cmd.add_argument("--disable-user", metavar="NAME", help="disable a user: ends their sessions, refuses their keys")
+    cmd.add_argument("--enable-user", metavar="NAME", help="enable a disabled user again")
+    cmd.add_argument("--revoke-sessions", metavar="NAME", help="end every JWT of a user and delete all their API keys")
+    cmd.add_argument("--reset-password", metavar="NAME", help="set a user's password from --password-file; ends their sessions")
     cmd.add_argument("--metrics", action="store_true", help="run the Prometheus metrics exporter")
     cmd.add_argument("--version", action="store_true", help="print the version")
     p.add_argument("--role", choices=("admin", "operator", "viewer"), help="role for --ensure-user")
-    p.add_argument("--password-file", metavar="FILE", help="password for --ensure-user: a file, or - for stdin")
+    p.add_argument("--password-file", metavar="FILE",
+                   help="password for --ensure-user and --reset-password: a file, or - for stdin")
     p.add_argument("--user", metavar="NAME", help="owner of the key for --create-api-key")
     p.add_argument("--key-name", metavar="LABEL", default="cli", help="label of the key for --create-api-key")
     return p
@@ -132,6 +137,54 @@ def cmd_create_api_key(args: argparse.Namespace) -> Dict[str, Any]:
         store.close()
 
 
+def _account_change(args: argparse.Namespace, name: str, action: str) -> Dict[str, Any]:
+    """--disable-user, --enable-user, --revoke-sessions, --reset-password: the same changes as the
+    admin API, audited (AccountChange via=cli). A running service sees them at its next request
+    and closes open WebSockets within its re-check interval."""
+    from .logs import AuditLog
+    from .security import Passwords
+    from .store import Store
+
+    if not USERNAME_RE.fullmatch(name):
+        raise CommandError("user name must be 1-64 characters of letters, digits, '.', '_' or '-'", EXIT_CONFIG)
+    settings = _settings(args, "users")
+    password = None
+    if action == "password-reset":
+        password = _read_password(args.password_file)
+        if len(password) < settings.min_password_length:
+            raise CommandError(f"password must be at least {settings.min_password_length} characters")
+    store = Store(settings.database_path, settings.database_encryption_key)
+    audit = AuditLog(settings, sink=store.insert_audit)
+    try:
+        user = store.user_by_name(name)
+        if not user:
+            raise CommandError(f"user {name} does not exist")
+        result: Dict[str, Any] = {"user": name}
+        if action in ("disable", "enable"):
+            if bool(user["disabled"]) == (action == "disable"):
+                return {"changed": False, "message": f"user {name} is already {action}d", **result}
+            if action == "disable" and user["role"] == "admin" and store.count_admins() <= 1:
+                raise CommandError(f"{name} is the last enabled admin: enable or create another admin first")
+            store.set_disabled(user["id"], action == "disable")
+        elif action == "revoke-sessions":
+            result["api_keys_revoked"] = store.revoke_sessions(user["id"])
+        else:
+            assert password is not None
+            store.set_password(user["id"], Passwords(settings).hash(password))
+        audit.event("AccountChange", "127.0.0.1", None, action=action, target=user["pseudonym"], via="cli",
+                    api_keys=result.get("api_keys_revoked"))
+        messages = {
+            "disable": f"disabled {name}; their sessions ended",
+            "enable": f"enabled {name}",
+            "revoke-sessions": f"ended every session of {name} and deleted their API keys",
+            "password-reset": f"set a new password for {name}; their sessions ended",
+        }
+        return {"changed": True, "message": messages[action], **result}
+    finally:
+        audit.close()
+        store.close()
+
+
 def run(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     if args.version:
@@ -178,6 +231,14 @@ def run(argv: Optional[List[str]] = None) -> int:
             result = cmd_ensure_user(args)
         elif args.create_api_key:
             result = cmd_create_api_key(args)
+        elif args.disable_user:
+            result = _account_change(args, args.disable_user, "disable")
+        elif args.enable_user:
+            result = _account_change(args, args.enable_user, "enable")
+        elif args.revoke_sessions:
+            result = _account_change(args, args.revoke_sessions, "revoke-sessions")
+        elif args.reset_password:
+            result = _account_change(args, args.reset_password, "password-reset")
         else:
             from .server import serve
 
