@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from . import __version__, db
+from . import __version__, db, openapi
 from .accounts import Accounts
 from .config import Settings
 from .hive import Hive, load_executor, public_task
@@ -117,6 +117,7 @@ class HiveApp:
             Route("/api/users/me/data", self.my_data, methods=["GET", "DELETE"]),
             *self.accounts.routes(),
         ]
+        routes.append(openapi.route(routes, __version__))
         self.route_names = {r.endpoint: r.path for r in routes}
         self.starlette = Starlette(
             routes=routes,

@@ -3,7 +3,7 @@
 pydantic evaluates these annotations at runtime, so they use typing.List/Optional (Python 3.9)."""
 import json
 import re
-from typing import Any, Annotated, List, Optional
+from typing import Any, Annotated, Dict, List, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
@@ -18,7 +18,11 @@ def _capability_name(value: str) -> str:
 
 
 # One rule for every capability name (offered by an agent or required by a task).
-CapabilityName = Annotated[str, AfterValidator(_capability_name)]
+# The `pattern`s given with json_schema_extra only publish the rule in the OpenAPI document (so a
+# fuzzer generates valid values too); the validators are what enforces it, with their messages.
+CapabilityName = Annotated[
+    str, AfterValidator(_capability_name), Field(json_schema_extra={"pattern": "^[A-Za-z0-9_-]{1,50}$"})
+]
 AGENT_TYPES = ("worker", "coordinator", "learner")
 PRIORITIES = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
@@ -121,8 +125,10 @@ class RequiredCapability(Strict):
 
 
 class AgentCreate(Strict):
-    name: str
-    type: str
+    name: str = Field(json_schema_extra={"pattern": "^[A-Za-z0-9 _-]{1,100}$"})
+    type: str = Field(
+        json_schema_extra={"pattern": "^(worker|coordinator|learner|specialist:[A-Za-z0-9_-]{1,50})$"}
+    )
     capabilities: List[Capability] = Field(default_factory=list, max_length=50)
 
     @field_validator("name")
@@ -151,8 +157,8 @@ class AgentCreate(Strict):
 
 
 class TaskCreate(Strict):
-    description: str = Field(min_length=1, max_length=2000)
-    priority: str = "medium"
+    description: str = Field(min_length=1, max_length=2000, json_schema_extra={"pattern": r"^[^<>\x00-\x08\x0b-\x1f\x7f]*$"})
+    priority: str = Field(default="medium", json_schema_extra={"enum": list(PRIORITIES)})
     required_capabilities: List[RequiredCapability] = Field(default_factory=list, max_length=20)
 
     @field_validator("description")
@@ -178,7 +184,7 @@ class Login(Strict):
 
 
 class ApiKeyCreate(Strict):
-    name: str = Field(default="api", min_length=1, max_length=64)
+    name: str = Field(default="api", min_length=1, max_length=64, json_schema_extra={"pattern": "^[A-Za-z0-9 _-]{1,64}$"})
 
     @field_validator("name")
     @classmethod
@@ -191,7 +197,7 @@ class ApiKeyCreate(Strict):
 class UserCreate(Strict):
     username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     password: str = Field(min_length=1, max_length=1024)
-    role: str
+    role: str = Field(json_schema_extra={"enum": ["admin", "operator", "viewer"]})
 
     @field_validator("role")
     @classmethod
@@ -221,3 +227,114 @@ def first_error(exc: Exception) -> str:
             msg = "unknown field"
         reasons.append(f"{loc}: {msg}")
     return "; ".join(reasons)
+
+
+# -- response models: the published contract (/api/openapi.json), checked by schemathesis ------
+# Not strict and not closed: they describe what the service sends; a field added later is not a
+# breaking change for clients.
+class Error(BaseModel):
+    error: str
+    detail: Optional[str] = None
+    limit: Optional[int] = None
+
+
+class HealthOut(BaseModel):
+    """Without credentials only `status`; with them the details as well."""
+
+    status: str
+    version: Optional[str] = None
+    database: Optional[str] = None
+    uptime_seconds: Optional[float] = None
+    agents: Optional[int] = None
+    tasks: Optional[int] = None
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str
+    expires_in: int
+
+
+class ApiKeyOut(BaseModel):
+    """The key itself is shown once, here."""
+
+    api_key: str
+    id: int
+    name: str
+    prefix: str
+    created_at: str
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    role: str
+    created_at: Optional[str] = None
+
+
+class UserList(BaseModel):
+    users: List[UserOut]
+
+
+class AgentOut(BaseModel):
+    id: str
+    name: str
+    type: str
+    capabilities: List[Capability]
+    state: str
+    current_task: Optional[str]
+    tasks_completed: int
+    created_at: str
+    updated_at: str
+
+
+class AgentList(BaseModel):
+    agents: List[AgentOut]
+
+
+class TaskOut(BaseModel):
+    id: str
+    description: str
+    priority: str
+    required_capabilities: List[RequiredCapability]
+    state: str
+    assigned_agent: Optional[str]
+    result: Optional[Dict[str, Any]]
+    error: Optional[str]
+    created_at: str
+    updated_at: str
+
+
+class TaskList(BaseModel):
+    tasks: List[TaskOut]
+
+
+class StateCounts(BaseModel):
+    total: int
+    by_state: Dict[str, int]
+    queued: Optional[int] = None
+
+
+class HiveStatusOut(BaseModel):
+    agents: StateCounts
+    tasks: StateCounts
+    uptime_seconds: float
+
+
+class MyDataOut(BaseModel):
+    """Everything stored about the caller (GDPR export)."""
+
+    user: Dict[str, Any]
+    api_keys: List[Dict[str, Any]]
+    agents: List[AgentOut]
+    tasks: List[TaskOut]
+    audit_events: List[Dict[str, Any]]
+    exported_at: str
+
+
+class ErasureOut(BaseModel):
+    erased: bool
+    api_keys: int
+    agents_unlinked: int
+    tasks_unlinked: int
+    audit_events_pseudonymised: int
