@@ -274,3 +274,36 @@ def test_no_secret_in_the_audit_log_or_app_log(client: Any, admin: Dict[str, str
     text = "\n".join(audit_lines(settings))
     for secret in (token, token[:-3], key, ticket, PASSWORDS["admin"], "not-the-password-x"):
         assert secret not in text
+
+
+def test_library_log_records_are_redacted(tmp_path: Any) -> None:
+    """uvicorn logs each WebSocket handshake with its query string: the handlers' filter removes
+    the ticket (and any JWT or API key in any record)."""
+    import logging
+
+    from multiagent_hive.logs import RedactCredentials
+
+    records: List[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    handler = Keep()
+    handler.addFilter(RedactCredentials())
+    log = logging.getLogger("uvicorn.error.test-redact")
+    log.addHandler(handler)
+    log.propagate = False
+    ticket = "wst_" + "x" * 43
+    jwt_like = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlc2lnbmF0dXJl"
+    log.warning('%s - "WebSocket %s" 403', "203.0.113.7:5000", f"/ws?ticket={ticket}&x=1")
+    log.warning("auth header Bearer %s key %s", jwt_like, "hive_" + "k" * 43)
+    log.removeHandler(handler)
+    assert records[0] == '203.0.113.7:5000 - "WebSocket /ws?ticket=[redacted]&x=1" 403'
+    assert ticket not in records[0] and jwt_like not in records[1] and "hive_kkk" not in records[1]
+
+
+def test_search_for_a_token_is_redacted_in_the_audit_log(client: Any, viewer: Dict[str, str], settings: Any) -> None:
+    token = viewer["Authorization"].split(" ", 1)[1]
+    assert client.get("/api/agents", params={"query": "select " + token[:150] + " from x"}, headers=viewer).status_code in (200, 422)
+    assert token[:150] not in "\n".join(audit_lines(settings))

@@ -5,6 +5,7 @@ import datetime as _dt
 import ipaddress
 import logging
 import os
+import re
 import sys
 import threading
 from typing import Any, Callable, Dict, List, Optional
@@ -63,6 +64,38 @@ class ReopenableFileHandler(logging.FileHandler):
             self.release()
 
 
+# A JWT, an API key, a WebSocket ticket, and the value of a credential-like query parameter.
+# uvicorn logs every WebSocket handshake with its query string ('"WebSocket /ws?ticket=..."').
+_CREDENTIAL_RE = re.compile(r"eyJ[\w-]{8,}\.eyJ[\w-]*(?:\.[\w-]*)?|hive_[\w-]{16,}|wst_[\w-]{16,}")
+# Parameter names are bounded so the scan stays linear in the text.
+_QUERY_PARAM_RE = re.compile(r"([?&][^=&\s\"]{0,64}=)([^&\s\"]*)")
+_SECRET_NAME_RE = re.compile(r"token|ticket|key|secret|password|auth", re.I)
+
+
+def _param(match: "re.Match[str]") -> str:
+    return match.group(1) + "[redacted]" if _SECRET_NAME_RE.search(match.group(1)) else match.group(0)
+
+
+def redact(text: str) -> str:
+    """The text with every credential-looking value replaced by [redacted]."""
+    if "=" in text:
+        text = _QUERY_PARAM_RE.sub(_param, text)
+    return _CREDENTIAL_RE.sub("[redacted]", text)
+
+
+class RedactCredentials(logging.Filter):
+    """On every handler: no log record, from this app or a library, carries a credential."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        return True
+
+
 _file_handler: Optional[ReopenableFileHandler] = None
 
 
@@ -75,10 +108,12 @@ def setup_logging(settings: Settings, *, to_file: bool = True) -> None:
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     stderr = logging.StreamHandler(sys.stderr)
     stderr.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    stderr.addFilter(RedactCredentials())
     root.addHandler(stderr)
     if to_file and settings.app_log_path:
         _file_handler = ReopenableFileHandler(settings.app_log_path, encoding="utf-8", delay=False)
         _file_handler.setFormatter(formatter)
+        _file_handler.addFilter(RedactCredentials())
         root.addHandler(_file_handler)
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error"):
@@ -164,8 +199,9 @@ class AuditLog:
         for key, value in fields.items():
             if value is None:
                 continue
-            parts.append(f"{key}={_enc(value)}")
-            detail_parts.append(f"{key}={_enc(value)}")
+            encoded = _enc(redact(value) if isinstance(value, str) else value)
+            parts.append(f"{key}={encoded}")
+            detail_parts.append(f"{key}={encoded}")
         line = " ".join(parts) + "\n"
         with self.lock:
             if self.fd is not None:

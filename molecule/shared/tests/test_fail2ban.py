@@ -93,7 +93,10 @@ def test_filter_finds_only_the_client_address(host: Any) -> None:
     assert regex_ips(
         host, f"{ts} event=UnauthorizedAccess client_id=203.0.113.7 method=GET path=/api/admin/users"
     ) == ["203.0.113.7"]
-    assert regex_ips(host, f"{ts} event=SuspiciousActivity client_id=2001:db8::7 path=/x") == ["2001:db8::7"]
+    assert regex_ips(host, f"{ts} event=UnauthorizedAccess client_id=2001:db8::7 path=/x") == ["2001:db8::7"]
+    # Requests without credentials, a role too low and odd-looking searches are no failed logins.
+    for event in ("AuthenticationRequired", "AccessDenied", "SuspiciousActivity", "LoginBackoff", "AccountChange"):
+        assert regex_ips(host, f"{ts} event={event} client_id=203.0.113.10 path=/api/agents") == [], event
     # A user-controlled value carrying client_id= is percent-encoded by the app.
     assert regex_ips(
         host, f"{ts} event=UnauthorizedAccess client_id=203.0.113.8 path=/a%20client_id%3D1.2.3.4"
@@ -104,15 +107,18 @@ def test_filter_finds_only_the_client_address(host: Any) -> None:
     ) == []
 
 
+FORGED = {"Authorization": "Bearer forged.token.value"}
+
+
 @pytest.mark.checklist("MNT-SEC-W-3")
 def test_filter_on_real_app_lines(host: Any, edge_client: Any) -> None:
-    """An unauthenticated request and an injection attempt through nginx, read back from the
+    """A request with an invalid token and an injection attempt through nginx, read back from the
     audit log (no login: logins are rate limited and the suite needs its own)."""
     marker = uuid.uuid4().hex[:12]
-    resp = edge_client.get(f"/api/agents/real-{marker}")
+    resp = edge_client.get(f"/api/agents/real-{marker}", headers=FORGED)
     assert resp.status == 401, resp.body
     injected = f"/api/agents/{marker}%20client_id=1.2.3.4%20event=UnauthorizedAccess"
-    resp = edge_client.get(injected)
+    resp = edge_client.get(injected, headers=FORGED)
     assert resp.status == 401, resp.body
     with host.sudo():
         lines = host.check_output(f"grep -a -F {shlex.quote(marker)} {AUDIT_LOG} || true").splitlines()
@@ -128,6 +134,22 @@ def test_filter_on_real_app_lines(host: Any, edge_client: Any) -> None:
         ips = regex_ips(host, line)
         assert "1.2.3.4" not in ips, line
         assert ips == [re.search(r"client_id=(\S+)", line).group(1)], line  # type: ignore[union-attr]
+
+
+@pytest.mark.checklist("MNT-SEC-W-3")
+def test_no_credentials_and_odd_searches_are_not_counted(host: Any, edge_client: Any, admin_token: str) -> None:
+    """A request without credentials (what an <img src=https://hub/api/agents> makes) and a
+    search for 'select x from y' leave audit lines the jail does not count."""
+    marker = uuid.uuid4().hex[:12]
+    assert edge_client.get(f"/api/agents/bare-{marker}").status == 401
+    query = f"select%20{marker}%20from%20y"
+    assert edge_client.get(f"/api/agents?query={query}", headers={"Authorization": f"Bearer {admin_token}"}).status == 200
+    with host.sudo():
+        lines = host.check_output(f"grep -a -F {shlex.quote(marker)} {AUDIT_LOG} || true").splitlines()
+    events = {re.search(r" event=(\w+) ", line).group(1) for line in lines}  # type: ignore[union-attr]
+    assert "AuthenticationRequired" in events and "UnauthorizedAccess" not in events, lines
+    for line in lines:
+        assert regex_ips(host, line) == [], line
 
 
 # --- end-to-end ban ---------------------------------------------------------------------------

@@ -128,9 +128,10 @@ def wait_for_alert(host: Any, marker: str, seconds: int = 10) -> str:
 
 
 def unauthorized_request(edge_client: Any) -> str:
-    """A request the real app answers 401 and logs as UnauthorizedAccess, with a marker in the path."""
+    """A request the real app answers 401 and logs as UnauthorizedAccess (an invalid token: a
+    request without any credential is AuthenticationRequired), with a marker in the path."""
     marker = "mon" + uuid.uuid4().hex[:12]
-    assert edge_client.get(f"/api/agents/{marker}").status == 401
+    assert edge_client.get(f"/api/agents/{marker}", headers={"Authorization": "Bearer forged.token.value"}).status == 401
     return marker
 
 

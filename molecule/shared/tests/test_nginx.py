@@ -358,23 +358,48 @@ def test_forwarded_for_cannot_be_spoofed(host: Any, edge_client: Any) -> None:
     assert forged not in new[-1]
 
 
-def test_websocket_round_trip(host: Any, admin_token: str) -> None:
-    script = (
-        "import asyncio, json, ssl, sys\n"
-        "import websockets\n"
-        "async def main():\n"
-        "    ctx = ssl.create_default_context()\n"
-        "    ctx.check_hostname = False\n"
-        "    ctx.verify_mode = ssl.CERT_NONE\n"
-        "    uri = 'wss://127.0.0.1/ws?token=' + sys.argv[1]\n"
-        "    async with websockets.connect(uri, ssl=ctx, open_timeout=10) as ws:\n"
-        "        print(await asyncio.wait_for(ws.recv(), 10))\n"
-        "asyncio.run(main())\n"
-    )
-    result = host.run(f"{APP_PYTHON} -c {shlex.quote(script)} {shlex.quote(admin_token)}")
+WS_CLIENT = (
+    "import asyncio, json, ssl, sys\n"
+    "import websockets\n"
+    "async def main():\n"
+    "    ctx = ssl.create_default_context()\n"
+    "    ctx.check_hostname = False\n"
+    "    ctx.verify_mode = ssl.CERT_NONE\n"
+    "    uri = 'wss://127.0.0.1/ws?' + sys.argv[1]\n"
+    "    try:\n"
+    "        async with websockets.connect(uri, ssl=ctx, open_timeout=10) as ws:\n"
+    "            print(await asyncio.wait_for(ws.recv(), 10))\n"
+    "    except Exception as exc:\n"
+    "        print(json.dumps({'refused': type(exc).__name__}))\n"
+    "asyncio.run(main())\n"
+)
+ACCESS_LOG = "/var/log/nginx/ai-orchestrator.access.log"
+
+
+def _ws(host: Any, query: str) -> Dict[str, Any]:
+    result = host.run(f"{APP_PYTHON} -c {shlex.quote(WS_CLIENT)} {shlex.quote(query)}")
     assert result.rc == 0, result.stderr
-    event = json.loads(result.stdout.strip().splitlines()[-1])
-    assert event["type"] == "status", event
+    event: Dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return event
+
+
+def test_websocket_round_trip(host: Any, edge_client: Any, admin_token: str) -> None:
+    """A single-use ticket from an authenticated POST opens /ws; the ticket and a JWT tried in
+    the URL never reach nginx's access log (the /ws line is logged without its query)."""
+    with host.sudo():
+        before = int(host.check_output(f"cat {ACCESS_LOG} | wc -l") or 0)
+    auth = {"Authorization": f"Bearer {admin_token}"}
+    resp = edge_client.post("/api/ws/ticket", headers=auth)
+    assert resp.status == 200, resp.body
+    ticket = resp.json()["ticket"]
+    assert _ws(host, f"ticket={ticket}")["type"] == "status"
+    assert "refused" in _ws(host, f"ticket={ticket}"), "a ticket worked twice"
+    assert "refused" in _ws(host, f"token={admin_token}"), "a JWT in the URL was accepted"
+    time.sleep(0.5)  # nginx writes the access log line when the connection ends
+    with host.sudo():
+        log = host.check_output(f"tail -n +{before + 1} {ACCESS_LOG}")
+    assert "GET /ws HTTP/1.1" in log, "no /ws line in the access log"
+    assert ticket not in log and admin_token not in log and "/ws?" not in log
 
 
 # rate limit (last: it exhausts the login bucket of its own source address) ------------------
