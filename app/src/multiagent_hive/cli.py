@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--init-database", action="store_true", help="create the encrypted database if absent")
     cmd.add_argument("--migrate", action="store_true", help="apply pending schema migrations")
     cmd.add_argument("--verify-database", action="store_true", help="key, integrity and schema check")
+    cmd.add_argument("--schema-info", action="store_true",
+                     help="schema version, newest supported, pending migrations, backward compatibility")
     cmd.add_argument("--backup", metavar="DEST", help="consistent encrypted copy of the database")
     cmd.add_argument("--verify-backup", metavar="FILE", help="check a .db or .db.gz backup")
     cmd.add_argument("--restore", metavar="SRC", help="restore the database from a .db or .db.gz backup")
@@ -215,6 +217,9 @@ def run(argv: Optional[List[str]] = None) -> int:
                 "applied": applied,
                 "schema_version": version,
             }
+        elif args.schema_info:
+            s = _settings(args, "database")
+            result = db.schema_info(s.database_path, s.database_encryption_key)
         elif args.verify_database:
             s = _settings(args, "database")
             result = db.verify_database(s.database_path, s.database_encryption_key)

@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
 from sqlcipher3 import dbapi2 as sqlite
 
@@ -110,6 +110,10 @@ MIGRATIONS: List[Tuple[int, str, List[str]]] = [
     ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+# Migrations the previous release cannot run on (they drop or rename what older code reads).
+# Every other migration only adds, so the running release may keep serving while it is applied;
+# for these the service must be stopped first (the upgrade role reads this through --schema-info).
+INCOMPATIBLE_MIGRATIONS: FrozenSet[int] = frozenset()
 
 
 def key_pragma(key: str) -> str:
@@ -204,6 +208,37 @@ def migrate(conn: Any) -> List[int]:
             raise
         applied.append(version)
     return applied
+
+
+def schema_info(path: str, key: str) -> Dict[str, Any]:
+    """What an upgrade needs to know before it touches anything: the database's schema version,
+    the newest this release understands, the migrations it would apply and whether the release
+    running now could keep serving on the migrated schema. A database newer than this release
+    is reported (pending is then empty), not refused: deciding is the caller's job."""
+    if not os.path.exists(path):
+        version: Optional[int] = None
+    else:
+        conn = connect(path, key)
+        try:
+            version = schema_version(conn)
+        finally:
+            conn.close()
+    pending = [v for v, _d, _s in MIGRATIONS if v > (version or 0)]
+    if version is None:
+        message = f"database {path} does not exist"
+    elif version > SCHEMA_VERSION:
+        message = f"database schema version {version} is newer than this release ({SCHEMA_VERSION})"
+    else:
+        message = f"pending migrations {pending}" if pending else "schema is current"
+    return {
+        "changed": False,
+        "message": message,
+        "database_exists": version is not None,
+        "schema_version": version,
+        "supported_schema_max": SCHEMA_VERSION,
+        "pending": pending,
+        "backward_compatible": not any(v in INCOMPATIBLE_MIGRATIONS for v in pending),
+    }
 
 
 def init_database(path: str, key: str) -> Dict[str, Any]:
