@@ -190,3 +190,158 @@ def test_valid_bodies_still_accepted(live: Live, operator_headers: Dict[str, str
     agent = {"name": "worker one", "type": "worker", "capabilities": [{"name": f"c{i}", "proficiency": 0.5} for i in range(50)]}
     status, data, _ = live.request("POST", "/api/agents", json.dumps(agent).encode(), operator_headers)
     assert status == 201, data
+
+
+# -- bounded state ------------------------------------------------------------------------------
+def test_settings_repr_and_str_hide_the_secrets(settings: Any) -> None:
+    from multiagent_hive.config import SECRET_KEYS, Settings
+
+    for text in (repr(settings), str(settings), f"{settings}"):
+        for name in SECRET_KEYS:
+            assert getattr(settings, name) not in text
+            assert f"{name}=<redacted>" in text
+        assert f"database_path={settings.database_path!r}" in text
+    assert "jwt_secret=<unset>" in repr(Settings())
+
+
+def test_list_queries_use_an_index(settings: Any) -> None:
+    from multiagent_hive.store import AGENT_COLUMNS, TASK_COLUMNS, Store
+
+    store = Store(settings.database_path, settings.database_encryption_key)
+    try:
+        queries = [
+            (f"SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at LIMIT ? OFFSET ?", (100, 0)),
+            (f"SELECT {TASK_COLUMNS} FROM tasks ORDER BY created_at LIMIT ? OFFSET ?", (100, 0)),
+            (f"SELECT {TASK_COLUMNS} FROM tasks WHERE state = ? ORDER BY created_at LIMIT ? OFFSET ?", ("Pending", 100, 0)),
+            ("DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE ts < ? ORDER BY ts LIMIT ?)", ("x", 5)),
+        ]
+        for sql, params in queries:
+            steps = [str(row["detail"]) for row in store.all("EXPLAIN QUERY PLAN " + sql, params)]
+            # No full table scan and no sort: a SCAN walks an index in order, a SEARCH seeks one.
+            assert all("INDEX" in step or "PRIMARY KEY" in step for step in steps if step.startswith(("SCAN", "SEARCH"))), steps
+            assert not any("TEMP B-TREE" in step for step in steps), steps
+    finally:
+        store.close()
+
+
+def test_audit_retention_deletes_only_old_events_in_batches(settings: Any) -> None:
+    from multiagent_hive.store import Store
+
+    store = Store(settings.database_path, settings.database_encryption_key)
+    try:
+        for ts in ("2020-01-01T00:00:00.000Z",) * 7 + ("2999-01-01T00:00:00.000Z",):
+            store.insert_audit(ts, "Test", "203.0.113.9", None, "")
+        assert store.purge_audit(400, batch=5) == 5
+        assert store.purge_audit(400, batch=5) == 2
+        assert store.purge_audit(400, batch=5) == 0
+        assert store.audit_counts() == {"Test": 1}
+    finally:
+        store.close()
+
+
+def test_audit_retention_runs_when_the_service_starts(env: Dict[str, str]) -> None:
+    from starlette.testclient import TestClient
+
+    from conftest import init_db
+    from multiagent_hive.api import create_app
+
+    settings = settings_from({**env, "AUDIT_RETENTION_DAYS": "30"})
+    init_db(settings)
+    app = create_app(settings)
+    app.store.insert_audit("2001-01-01T00:00:00.000Z", "Ancient", "203.0.113.9", None, "")
+    try:
+        with TestClient(app) as client:
+            deadline = time.monotonic() + 5
+            while "Ancient" in app.store.audit_counts() and time.monotonic() < deadline:
+                client.get("/api/health")
+                time.sleep(0.02)
+            assert "Ancient" not in app.store.audit_counts()
+    finally:
+        app.audit.close()
+        app.store.close()
+
+
+def test_websockets_per_user_are_capped(env: Dict[str, str]) -> None:
+    import contextlib
+
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocketDisconnect
+
+    from conftest import init_db, login
+    from multiagent_hive.api import create_app
+
+    settings = settings_from({**env, "WEBSOCKET_MAX_PER_USER": "2"})
+    init_db(settings)
+    app = create_app(settings)
+    try:
+        with TestClient(app) as client, contextlib.ExitStack() as stack:
+            headers = login(client, "viewer")
+
+            def connect() -> Any:
+                ticket = client.post("/api/ws/ticket", headers=headers).json()["ticket"]
+                return client.websocket_connect(f"/ws?ticket={ticket}")
+
+            for _ in range(2):
+                ws = stack.enter_context(connect())
+                assert ws.receive_json()["type"] == "status"
+            with pytest.raises(WebSocketDisconnect) as refused:
+                with connect() as ws:
+                    ws.receive_json()
+            assert refused.value.code == 1008 and "too many open WebSockets" in refused.value.reason
+            # Another user is not affected.
+            other = login(client, "operator")
+            ticket = client.post("/api/ws/ticket", headers=other).json()["ticket"]
+            with client.websocket_connect(f"/ws?ticket={ticket}") as ws:
+                assert ws.receive_json()["type"] == "status"
+    finally:
+        app.audit.close()
+        app.store.close()
+
+
+def test_unassignable_tasks_cost_nothing_after_their_first_pass(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from executors import Gate
+    from multiagent_hive import hive as hive_module
+    from multiagent_hive.hive import Hive
+    from multiagent_hive.store import Store
+
+    calls = [0]
+    real_fit = hive_module.fit_score
+
+    def counting_fit(agent: Any, required: Any) -> Any:
+        calls[0] += 1
+        return real_fit(agent, required)
+
+    monkeypatch.setattr(hive_module, "fit_score", counting_fit)
+
+    async def scenario() -> None:
+        store = Store(settings.database_path, settings.database_encryption_key)
+        gate = Gate()
+        hive = Hive(store, gate)
+        await hive.start()
+        try:
+            worker = hive.create_agent("nlp worker", "worker", [{"name": "nlp", "proficiency": 0.5}], None)
+            for i in range(2000):  # nobody has "quantum"; "nlp" at 0.99 is beyond the worker
+                hive.create_task(f"q{i}", "critical", [{"name": "quantum", "min_proficiency": 0.0}], None)
+            for i in range(5):
+                hive.create_task(f"hard{i}", "critical", [{"name": "nlp", "min_proficiency": 0.99}], None)
+            await asyncio.sleep(0.05)
+            assert hive.status()["tasks"]["queued"] == 2005 and worker["state"] == "idle"
+            calls[0] = 0
+            # Events that change nothing for those tasks do not look at them again ...
+            other = hive.create_agent("vision worker", "worker", [{"name": "vision", "proficiency": 0.5}], None)
+            easy = hive.create_task("easy", "low", [{"name": "nlp", "min_proficiency": 0.1}], None)
+            await asyncio.sleep(0.05)
+            assert easy["state"] in ("Assigned", "InProgress") and easy["assigned_agent"] == worker["id"]
+            assert calls[0] <= 10, calls[0]
+            # ... and an agent that becomes idle looks only at the queues of its capabilities.
+            calls[0] = 0
+            assert gate.event is not None
+            gate.event.set()
+            await asyncio.sleep(0.1)
+            assert worker["state"] == "idle" and other["state"] == "idle"
+            assert calls[0] <= 20, calls[0]
+        finally:
+            await hive.stop()
+            store.close()
+
+    asyncio.run(scenario())

@@ -31,6 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
 # process (the CLI, a second worker) ends the socket within this time; one in this process at once.
 WS_RECHECK_SECONDS = 10.0
 WS_SUBPROTOCOL = "hive.v1"
+# Close code when a user already has WEBSOCKET_MAX_PER_USER sockets open (1008: policy violation).
+CLOSE_TOO_MANY = 1008
 
 
 # request and response schemas (pydantic evaluates annotations: typing names, Python 3.9) -------
@@ -342,6 +344,13 @@ class Accounts:
             await websocket.close(code=1008)
             return
         await websocket.accept(subprotocol=WS_SUBPROTOCOL if subprotocol else None)
+        # Counted and registered (in _stream, before its first await) with no await between, so
+        # simultaneous connects cannot pass the cap together.
+        limit = self.app.settings.websocket_max_per_user
+        if self.app.sockets.count(session.user_id) >= limit:
+            self.app.audit.event("InvalidInput", ip, method="GET", path="/ws", detail="too many open websockets")
+            await websocket.close(code=CLOSE_TOO_MANY, reason=f"too many open WebSockets for this user (limit {limit})")
+            return
         await self._stream(websocket, session)
 
     async def _stream(self, websocket: WebSocket, session: SocketSession) -> None:

@@ -50,6 +50,7 @@ API_KEY_TOUCH_SECONDS = 60.0
 HEALTH_PATH = "/api/health"
 # Probes hit health many times a second; the database answer behind them is at most this old.
 HEALTH_DB_CACHE_SECONDS = 1.0
+AUDIT_RETENTION_INTERVAL = 3600.0
 
 
 def _minimal_health_answer(status: int, body: bytes) -> Tuple[int, bytes, List[Tuple[bytes, bytes]]]:
@@ -135,9 +136,12 @@ class HiveApp:
     async def lifespan(self, _app: Any) -> AsyncIterator[None]:
         await self.hive.start()
         flusher = asyncio.ensure_future(self._flush_metrics()) if self.metrics is not None else None
+        retention = asyncio.ensure_future(self._retain_audit()) if self.settings.audit_retention_days > 0 else None
         try:
             yield
         finally:
+            if retention is not None:
+                retention.cancel()
             await self.hive.stop()
             self.passwords.close()
             if flusher is not None:
@@ -151,6 +155,17 @@ class HiveApp:
                 self.metrics.flush()
             except Exception:  # a full metrics volume must not stop the flushing for good
                 LOG.exception("writing metrics failed")
+
+    async def _retain_audit(self) -> None:
+        """AUDIT_RETENTION_DAYS: at start, then every AUDIT_RETENTION_INTERVAL seconds, delete
+        older audit events in small batches, yielding the event loop between them."""
+        while True:
+            try:
+                while self.store.purge_audit(self.settings.audit_retention_days) > 0:
+                    await asyncio.sleep(0.01)
+            except Exception:  # a busy or full database: try again next time
+                LOG.exception("audit retention failed")
+            await asyncio.sleep(AUDIT_RETENTION_INTERVAL)
 
     def reopen_logs(self) -> None:
         reopen_app_log()

@@ -76,8 +76,27 @@ class Settings:
     task_executor: str = "builtin"
     task_duration_ms: int = 5
     websocket_queue_size: int = 256
+    websocket_max_per_user: int = 8
+    # audit_events rows older than this are deleted (hourly and at start); 0 keeps them forever.
+    audit_retention_days: int = 400
     # Where each value came from (for --check-config); not a setting.
     sources: Dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def __repr__(self) -> str:
+        """Every setting except the secrets, which show only whether they are set: a Settings in
+        a traceback, a log line or a debugger must not leak them."""
+        shown = []
+        for f in fields(self):
+            if not f.repr:
+                continue
+            value = getattr(self, f.name)
+            if f.name in SECRET_KEYS:
+                shown.append(f"{f.name}={'<redacted>' if value else '<unset>'}")
+            else:
+                shown.append(f"{f.name}={value!r}")
+        return "Settings(" + ", ".join(shown) + ")"
+
+    __str__ = __repr__
 
     def trusted_networks(self) -> List[Union[ipaddress.IPv4Network, ipaddress.IPv6Network]]:
         return [ipaddress.ip_network(p.strip(), strict=False) for p in self.trusted_proxies.split(",") if p.strip()]
@@ -317,13 +336,15 @@ def validate(settings: Settings, scope: str = "all") -> List[str]:
     positive = (
         "jwt_expiry_seconds", "max_body_bytes", "rate_limit_per_second", "rate_limit_burst",
         "login_rate_per_minute", "login_burst", "argon2_time_cost", "argon2_parallelism",
-        "websocket_queue_size", "argon2_workers",
+        "websocket_queue_size", "argon2_workers", "websocket_max_per_user",
     )
     for name in positive:
         if getattr(settings, name) <= 0:
             problems.append(f"{name.upper()} must be positive")
     if settings.argon2_memory_kib < 8 * settings.argon2_parallelism:
         problems.append("ARGON2_MEMORY_KIB must be at least 8 x ARGON2_PARALLELISM")
+    if settings.audit_retention_days < 0:
+        problems.append("AUDIT_RETENTION_DAYS must not be negative (0 keeps audit events forever)")
     if settings.argon2_queue < 0:
         problems.append("ARGON2_QUEUE must not be negative")
     if settings.task_duration_ms < 0:

@@ -108,6 +108,18 @@ MIGRATIONS: List[Tuple[int, str, List[str]]] = [
             "CREATE INDEX api_keys_user ON api_keys(user_id)",
         ],
     ),
+    (
+        4,
+        "indexes for the list queries and the audit retention",
+        [
+            # Every list is ORDER BY created_at LIMIT/OFFSET; without these each page sorted the table.
+            "CREATE INDEX agents_created_at ON agents(created_at)",
+            "CREATE INDEX tasks_created_at ON tasks(created_at)",
+            "CREATE INDEX tasks_state_created_at ON tasks(state, created_at)",
+            # The retention deletes by age.
+            "CREATE INDEX audit_events_ts ON audit_events(ts)",
+        ],
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # Migrations the previous release cannot run on (they drop or rename what older code reads).

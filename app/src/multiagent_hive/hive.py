@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import asyncio
-import heapq
+import bisect
 import importlib
 import itertools
 import logging
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Optional, Protocol, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Protocol, Set, Tuple
 
 
 from .schemas import PRIORITIES, PRIORITY_NAMES
@@ -81,13 +81,34 @@ def fit_score(agent: Dict[str, Any], required: List[Dict[str, Any]]) -> Optional
 Listener = Callable[[Dict[str, Any]], None]
 
 
+Entry = Tuple[int, int, str]  # (-priority, seq, task id): sorts most urgent first
+
+
+def requirement(task: Dict[str, Any]) -> FrozenSet[str]:
+    return frozenset(c["name"] for c in task["required_capabilities"])
+
+
 class Hive:
+    """Dispatch keeps one invariant: after each pass no idle agent can do any pending task.
+    So a pass looks only at what changed since the last one: a new task is matched against the
+    idle agents holding its capabilities, and an agent that became idle against the pending
+    tasks whose capabilities it holds (queues per set of required capabilities, found through
+    their first capability). A task no agent can do costs nothing after its first pass."""
+
     def __init__(self, store: Store, executor: Executor) -> None:
         self.store = store
         self.executor = executor
         self.agents: Dict[str, Dict[str, Any]] = {}
-        self.queue: List[Tuple[int, int, str]] = []  # (-priority, seq, task id)
         self.pending: Dict[str, Dict[str, Any]] = {}
+        self.entries: Dict[str, Entry] = {}
+        # Pending tasks by the set of capability names they require, each sorted by Entry.
+        self.queues: Dict[FrozenSet[str], List[Entry]] = {}
+        self.queues_by_first: Dict[str, Set[FrozenSet[str]]] = {}
+        self.idle: Dict[str, Dict[str, Any]] = {}
+        self.idle_by_capability: Dict[str, Set[str]] = {}
+        self.order: Dict[str, int] = {}  # agents by age: the older wins a tie
+        self.fresh_agents: Dict[str, Dict[str, Any]] = {}
+        self.fresh_tasks: List[Dict[str, Any]] = []
         self.seq = itertools.count()
         self.listeners: Set[Listener] = set()
         self.running: Set["asyncio.Task[None]"] = set()
@@ -103,7 +124,7 @@ class Hive:
             if agent["state"] != IDLE or agent["current_task"]:
                 agent.update(state=IDLE, current_task=None, updated_at=utcnow())
                 self.store.update_agent(agent)
-            self.agents[agent["id"]] = agent
+            self._add_agent(agent)
         # Work interrupted by a stop goes back to the queue.
         for task in self.store.unfinished_tasks():
             if task["state"] != PENDING:
@@ -147,7 +168,7 @@ class Hive:
             "updated_at": now,
         }
         self.store.insert_agent(agent, created_by)
-        self.agents[agent["id"]] = agent
+        self._add_agent(agent)
         self._emit("agent_created", agent)
         self._wake()
         return agent
@@ -160,13 +181,42 @@ class Hive:
         if agent["state"] == BUSY:
             return "busy"
         self.store.delete_agent(agent_id)
+        self._not_idle(agent)
         del self.agents[agent_id]
+        self.order.pop(agent_id, None)
         self._emit("agent_deleted", {"id": agent_id})
         return None
+
+    def _add_agent(self, agent: Dict[str, Any]) -> None:
+        self.agents[agent["id"]] = agent
+        self.order[agent["id"]] = next(self.seq)
+        if agent["state"] == IDLE:
+            self._now_idle(agent)
+
+    def _now_idle(self, agent: Dict[str, Any]) -> None:
+        self.idle[agent["id"]] = agent
+        for cap in agent["capabilities"]:
+            self.idle_by_capability.setdefault(cap["name"], set()).add(agent["id"])
+        self.fresh_agents[agent["id"]] = agent
+
+    def _not_idle(self, agent: Dict[str, Any]) -> None:
+        if self.idle.pop(agent["id"], None) is None:
+            return
+        self.fresh_agents.pop(agent["id"], None)
+        for cap in agent["capabilities"]:
+            holders = self.idle_by_capability.get(cap["name"])
+            if holders is not None:
+                holders.discard(agent["id"])
+                if not holders:
+                    del self.idle_by_capability[cap["name"]]
 
     def _set_agent(self, agent: Dict[str, Any], state: str, task_id: Optional[str]) -> None:
         agent.update(state=state, current_task=task_id, updated_at=utcnow())
         self.store.update_agent(agent)
+        if state == IDLE:
+            self._now_idle(agent)
+        else:
+            self._not_idle(agent)
         self._emit("agent_updated", agent)
 
     # tasks -----------------------------------------------------------------------------
@@ -191,8 +241,29 @@ class Hive:
         return task
 
     def _enqueue(self, task: Dict[str, Any]) -> None:
+        entry: Entry = (-task["priority"], next(self.seq), task["id"])
         self.pending[task["id"]] = task
-        heapq.heappush(self.queue, (-task["priority"], next(self.seq), task["id"]))
+        self.entries[task["id"]] = entry
+        key = requirement(task)
+        queue = self.queues.get(key)
+        if queue is None:
+            queue = self.queues[key] = []
+            self.queues_by_first.setdefault(min(key) if key else "", set()).add(key)
+        bisect.insort(queue, entry)
+        self.fresh_tasks.append(task)
+
+    def _dequeue(self, task: Dict[str, Any]) -> None:
+        del self.pending[task["id"]]
+        entry = self.entries.pop(task["id"])
+        key = requirement(task)
+        queue = self.queues[key]
+        del queue[bisect.bisect_left(queue, entry)]
+        if not queue:
+            del self.queues[key]
+            first = min(key) if key else ""
+            self.queues_by_first[first].discard(key)
+            if not self.queues_by_first[first]:
+                del self.queues_by_first[first]
 
     def _set_task(self, task: Dict[str, Any], state: str, **changes: Any) -> None:
         task.update(state=state, updated_at=utcnow(), **changes)
@@ -200,42 +271,80 @@ class Hive:
         self._emit("task_updated", public_task(task))
 
     def best_agent(self, task: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """The idle agent that fits the task best (None if none can do it)."""
+        names = requirement(task)
+        candidates: Iterable[Dict[str, Any]]
+        if names:
+            holders = sorted((self.idle_by_capability.get(n, set()) for n in names), key=len)
+            candidates = [self.idle[i] for i in holders[0].intersection(*holders[1:])]
+        else:
+            candidates = self.idle.values()
         best: Optional[Dict[str, Any]] = None
-        best_key: Tuple[float, int] = (-1.0, 0)
-        for agent in self.agents.values():
-            if agent["state"] != IDLE:
-                continue
+        best_key: Tuple[float, int, int] = (-1.0, 0, 0)
+        for agent in candidates:
             score = fit_score(agent, task["required_capabilities"])
             if score is None:
                 continue
-            # Best fit first; among equals the agent that has done the least work.
-            key = (score, -agent["tasks_completed"])
+            # Best fit first; among equals the agent that has done the least work, then the oldest.
+            key = (score, -agent["tasks_completed"], -self.order[agent["id"]])
             if best is None or key > best_key:
                 best, best_key = agent, key
         return best
 
+    def best_task(self, agent: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+        """The most urgent pending task this agent can do, looking only at the queues whose
+        required capabilities it holds."""
+        held = {c["name"] for c in agent["capabilities"]}
+        best: Optional[Dict[str, Any]] = None
+        best_entry: Optional[Entry] = None
+        for first in ("", *held):
+            for key in self.queues_by_first.get(first, ()):
+                if not key <= held:
+                    continue
+                for entry in self.queues[key]:
+                    if best_entry is not None and entry >= best_entry:
+                        break
+                    task = self.pending[entry[2]]
+                    if fit_score(agent, task["required_capabilities"]) is not None:
+                        best, best_entry = task, entry
+                        break
+        return best
+
+    def _assign(self, task: Dict[str, Any], agent: Dict[str, Any]) -> None:
+        self._dequeue(task)
+        self._set_agent(agent, BUSY, task["id"])
+        self._set_task(task, ASSIGNED, assigned_agent=agent["id"])
+        job = asyncio.ensure_future(self._run(task, agent))
+        self.running.add(job)
+        job.add_done_callback(self.running.discard)
+
     def assign_pending(self) -> int:
-        """Hand queued tasks, highest priority first, to the best-fitting idle agents."""
+        """Hand pending tasks, most urgent first, to the best-fitting idle agents; only agents
+        that became idle and tasks that arrived since the last pass are considered."""
         assigned = 0
-        skipped: List[Tuple[int, int, str]] = []
-        while self.queue and any(a["state"] == IDLE for a in self.agents.values()):
-            entry = heapq.heappop(self.queue)
-            task = self.pending.get(entry[2])
-            if task is None:
-                continue
+        fresh_agents = list(self.fresh_agents.values())
+        self.fresh_agents.clear()
+        fresh_tasks, self.fresh_tasks = self.fresh_tasks, []
+        # Newly idle agents first, each taking the most urgent task it can do (that task still
+        # goes to whichever idle agent fits it best, which may be another newly idle one).
+        for agent in fresh_agents:
+            while agent["id"] in self.idle:
+                task = self.best_task(agent)
+                if task is None:
+                    break
+                chosen = self.best_agent(task)
+                assert chosen is not None  # `agent` itself fits
+                self._assign(task, chosen)
+                assigned += 1
+        # New tasks against every idle agent (older idle agents could do no older task).
+        waiting = [t for t in fresh_tasks if t["id"] in self.pending]
+        for task in sorted(waiting, key=lambda t: self.entries[t["id"]]):
+            if not self.idle:
+                break
             agent = self.best_agent(task)
-            if agent is None:
-                skipped.append(entry)  # no idle agent can do it yet; lower priorities may fit
-                continue
-            del self.pending[task["id"]]
-            self._set_agent(agent, BUSY, task["id"])
-            self._set_task(task, ASSIGNED, assigned_agent=agent["id"])
-            job = asyncio.ensure_future(self._run(task, agent))
-            self.running.add(job)
-            job.add_done_callback(self.running.discard)
-            assigned += 1
-        for entry in skipped:
-            heapq.heappush(self.queue, entry)
+            if agent is not None:
+                self._assign(task, agent)
+                assigned += 1
         return assigned
 
     async def _dispatch_loop(self) -> None:

@@ -304,6 +304,17 @@ class Store:
         return {r["state"]: int(r["n"]) for r in self.all(f"SELECT state, count(*) AS n FROM {table} GROUP BY state")}
 
     # audit -----------------------------------------------------------------------------
+    def purge_audit(self, older_than_days: int, batch: int = 500) -> int:
+        """Delete at most `batch` audit events older than the retention (oldest first): one
+        short statement, so the caller can loop with the event loop free between batches."""
+        cutoff = (_dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(days=older_than_days)).isoformat(
+            timespec="milliseconds"
+        ).replace("+00:00", "Z")
+        return self.execute(
+            "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE ts < ? ORDER BY ts LIMIT ?)",
+            (cutoff, batch),
+        )
+
     def insert_audit(self, ts: str, event: str, client_id: str, user: Optional[Dict[str, Any]], detail: str) -> None:
         self.execute(
             "INSERT INTO audit_events (ts, event, client_id, user_id, user_ref, username, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
