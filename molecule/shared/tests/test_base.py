@@ -79,9 +79,40 @@ def test_needed_packages_installed(host: Any) -> None:
     if is_debian_family(host):
         names = ["ca-certificates", "curl", "logrotate", "cron", "sudo", "acl", "python3-venv"]
     else:
-        names = ["ca-certificates", "curl", "logrotate", "cronie", "sudo", "acl", "python3"]
+        # curl is either curl or RHEL 9's curl-minimal (they conflict): asked for by its file.
+        names = ["ca-certificates", "logrotate", "cronie", "sudo", "acl", "python3", "tar", "gzip"]
+        assert host.run("rpm -q --whatprovides /usr/bin/curl").rc == 0, "nothing provides /usr/bin/curl"
     missing = [n for n in names if not host.package(n).is_installed]
     assert not missing
+
+
+@pytest.mark.checklist("PRE-SRV-2", "MNT-SEC-M-1")
+def test_security_update_source_configured(host: Any) -> None:
+    """Without a security source, automatic updates have no security update to install."""
+    if is_debian_family(host):
+        out = host.check_output("apt-get indextargets --no-release-info --format '$(TARGET_OF) $(RELEASE)'")
+        suites = {line.split()[1] for line in out.splitlines() if line.startswith("deb ")}
+        assert any(s.endswith("-security") for s in suites), suites
+    else:
+        repos = host.check_output("dnf -q repolist --enabled").lower()
+        assert "baseos" in repos, repos
+
+
+def test_epel_enabled_on_rhel(host: Any) -> None:
+    """fail2ban and certbot come from EPEL on RHEL 9; its key is imported."""
+    if is_debian_family(host):
+        pytest.skip("EPEL is the RHEL family's")
+    repos = [line.split()[0] for line in host.check_output("dnf -q repolist --enabled").splitlines() if line.strip()]
+    assert "epel" in repos, repos
+    assert host.run("rpm -q gpg-pubkey-3228467c").rc == 0, "EPEL 9's key is not imported"
+
+
+def test_needrestart_never_asks(host: Any) -> None:
+    """needrestart's question would stall apt (Ansible, unattended-upgrades): answered by config."""
+    if not host.file("/etc/needrestart/conf.d").is_directory:
+        pytest.skip("needrestart is not installed")
+    conf = host.file("/etc/needrestart/conf.d/50-hub-provision.conf").content_string
+    assert "$nrconf{restart} = 'a';" in conf
 
 
 @pytest.mark.checklist("PRE-SRV-1")
