@@ -276,6 +276,7 @@ def validate(settings: Settings, scope: str = "all") -> List[str]:
     commands), "metrics" (the exporter).
     """
     problems: List[str] = []
+    needed: Tuple[str, ...]
     if scope in ("all", "users"):
         needed = SECRET_KEYS
     elif scope in ("database", "metrics"):
@@ -289,7 +290,7 @@ def validate(settings: Settings, scope: str = "all") -> List[str]:
         elif len(value.encode("utf-8")) < MIN_SECRET_BYTES:
             problems.append(f"{name.upper()} is shorter than {MIN_SECRET_BYTES} bytes")
     if scope == "all":
-        seen = {}
+        seen: Dict[str, str] = {}
         for name in SECRET_KEYS:
             value = getattr(settings, name)
             if value and value in seen:

@@ -338,12 +338,12 @@ class Hive:
                 assigned += 1
         # New tasks against every idle agent (older idle agents could do no older task).
         waiting = [t for t in fresh_tasks if t["id"] in self.pending]
-        for task in sorted(waiting, key=lambda t: self.entries[t["id"]]):
+        for new_task in sorted(waiting, key=lambda t: self.entries[t["id"]]):
             if not self.idle:
                 break
-            agent = self.best_agent(task)
-            if agent is not None:
-                self._assign(task, agent)
+            fitting = self.best_agent(new_task)
+            if fitting is not None:
+                self._assign(new_task, fitting)
                 assigned += 1
         return assigned
 
