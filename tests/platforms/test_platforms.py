@@ -1,0 +1,250 @@
+"""Every role's variables and templates, resolved for the facts of each supported platform.
+
+No machine here runs Ubuntu 22.04 or RHEL 9, so render.yml resolves, on the controller, what the
+roles would choose on each platform: the facts come from fixtures/ (shaped like `setup` output),
+the probes' outputs from probes.yml. These tests check the choices per platform (packages,
+services, paths, firewall and MAC backends) and the guards that keep a role from running what a
+platform cannot do (curl against curl-minimal, SELinux tasks where SELinux is disabled, EPEL
+packages without EPEL).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+ROLES = REPO / "roles"
+
+DEBIAN_FAMILY = ["debian-11", "debian-12", "debian-13", "ubuntu-22.04"]
+RHEL_FAMILY = ["rocky-9", "rocky-9-container", "rhel-9"]
+PLATFORMS = DEBIAN_FAMILY + RHEL_FAMILY
+
+# RHEL 9 installs (and its container images) ship the -minimal/-single variant; asking for the
+# package on the left is a dnf depsolve conflict with the one on the right.
+RHEL9_CONFLICTS = {"curl": "curl-minimal", "libcurl": "libcurl-minimal", "coreutils": "coreutils-single"}
+# Packages RHEL 9 has only in EPEL.
+EPEL_ONLY = {"fail2ban", "fail2ban-server", "fail2ban-firewalld", "fail2ban-systemd", "certbot",
+             "python3-certbot-nginx", "golang-github-prometheus-node-exporter"}
+
+
+@pytest.fixture(scope="session")
+def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("platforms")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(HERE / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    playbook = Path(sys.executable).parent / "ansible-playbook"
+    cmd = [str(playbook) if playbook.exists() else "ansible-playbook",
+           "-i", str(HERE / "inventory.yml"), str(HERE / "render.yml"),
+           "-e", json.dumps({"out_dir": str(out), "platform_roles": sorted(p.parent.parent.name for p in ROLES.glob("*/tasks/main.yml"))})]
+    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+    return {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+
+
+def resolved(reports: dict[str, dict[str, Any]], platform: str) -> dict[str, Any]:
+    return reports[platform]["resolved"]
+
+
+def all_packages(report: dict[str, Any]) -> list[str]:
+    """Every package list a role installs from on this platform."""
+    names: list[str] = []
+    for key, value in report["resolved"].items():
+        if key.endswith("_packages") and isinstance(value, list):
+            names += value
+    for role_vars in report["os_vars"].values():
+        for key, value in role_vars.items():
+            if "packages" in key and isinstance(value, list):
+                names += [v for v in value if isinstance(v, str)]
+    return names
+
+
+def load_tasks(path: Path) -> list[dict[str, Any]]:
+    return yaml.safe_load(path.read_text()) or []
+
+
+def walk(tasks: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    for task in tasks:
+        yield task
+        for key in ("block", "rescue", "always"):
+            yield from walk(task.get(key, []))
+
+
+def conditions(task: dict[str, Any]) -> str:
+    when = task.get("when", [])
+    return " and ".join(when if isinstance(when, list) else [str(when)])
+
+
+def test_every_platform_resolves_and_renders_every_template(reports: dict[str, dict[str, Any]]) -> None:
+    assert sorted(reports) == sorted(PLATFORMS + ["debian-12-no-security"])
+    templates = sorted(str(p.relative_to(ROLES)) for p in ROLES.glob("*/templates/*.j2"))
+    for platform, report in reports.items():
+        assert sorted(report["rendered"]) == templates, platform
+        for name, text in report["rendered"].items():
+            assert text.strip(), (platform, name)
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_backends_services_and_paths(reports: dict[str, dict[str, Any]], platform: str) -> None:
+    r = resolved(reports, platform)
+    debian = platform in DEBIAN_FAMILY
+    expected = {
+        "hub_firewall_backend": "ufw" if debian else "firewalld",
+        "hub_mac_framework": "apparmor" if debian else "selinux",
+        "hub_ssh_service": "ssh" if debian else "sshd",
+        "hub_base_cron_service": "cron" if debian else "crond",
+        "hub_base_auto_updates_timers": ["apt-daily.timer", "apt-daily-upgrade.timer"] if debian else ["dnf-automatic.timer"],
+        "hub_monitoring_node_exporter_method": "package" if debian else "release",
+        "hub_monitoring_node_exporter_service": "prometheus-node-exporter" if debian else "node_exporter",
+        "hub_monitoring_node_exporter_defaults_file": ("/etc/default/prometheus-node-exporter" if debian
+                                                       else "/etc/sysconfig/node_exporter"),
+        "hub_nginx_site_path": ("/etc/nginx/sites-available/ai-orchestrator" if debian
+                                else "/etc/nginx/conf.d/ai-orchestrator.conf"),
+        "hub_fail2ban_banaction": "iptables-multiport" if debian else "firewallcmd-rich-rules",
+        "hub_mac_apparmor_profile_path": "/etc/apparmor.d/opt.ai-orchestrator.multiagent-hive",
+        "hub_monitoring_arch": "amd64",
+    }
+    assert {k: r[k] for k in expected} == expected
+    jail = reports[platform]["rendered"]["hub_fail2ban/templates/ai-orchestrator.local.j2"]
+    assert f"banaction = {expected['hub_fail2ban_banaction']}" in jail
+    assert ("python3-venv" in r["hub_base_packages"]) is debian
+
+
+@pytest.mark.parametrize("platform", RHEL_FAMILY)
+def test_rhel_package_lists_do_not_conflict_with_the_minimal_variants(
+        reports: dict[str, dict[str, Any]], platform: str) -> None:
+    """RHEL 9 ships curl-minimal: `curl` in a package list is a depsolve error there."""
+    report = reports[platform]
+    conflicting = sorted({p for p in all_packages(report) if p in RHEL9_CONFLICTS})
+    assert not conflicting, f"conflict with {[RHEL9_CONFLICTS[p] for p in conflicting]} on {platform}"
+    # curl is still wanted: by the file either package provides.
+    assert "/usr/bin/curl" in resolved(reports, platform)["hub_base_packages"]
+    assert {"tar", "gzip"} <= set(resolved(reports, platform)["hub_base_packages"])
+
+
+@pytest.mark.parametrize("platform", RHEL_FAMILY)
+def test_epel_is_enabled_where_packages_come_from_it(reports: dict[str, dict[str, Any]], platform: str) -> None:
+    report = reports[platform]
+    r = resolved(reports, platform)
+    wanted = sorted(set(all_packages(report)) & EPEL_ONLY)
+    assert wanted, "fail2ban is expected to come from EPEL on RHEL 9"
+    defaults = yaml.safe_load((ROLES / "hub_base/defaults/main.yml").read_text())
+    assert defaults["hub_base_epel_enabled"] is True and defaults["hub_base_crb_enabled"] is True
+    assert r["hub_base_epel_gpg_fingerprint"] == "FF8AD1344597106ECE813B918A3872BF3228467C"
+    assert r["hub_base_epel_gpg_key"].endswith("RPM-GPG-KEY-EPEL-9")
+    if platform == "rhel-9":
+        # RHEL carries no epel-release; CodeReady Builder comes through subscription-manager.
+        assert r["hub_base_epel_release"] == "https://dl.fedoraproject.org/pub/epel/epel-release-latest-9.noarch.rpm"
+        assert r["hub_base_crb_method"] == "subscription-manager"
+        assert r["hub_base_crb_repo"] == "codeready-builder-for-rhel-9-x86_64-rpms"
+    else:
+        assert r["hub_base_epel_release"] == "epel-release"
+        assert (r["hub_base_crb_method"], r["hub_base_crb_repo"]) == ("dnf", "crb")
+    # The tasks: sources.yml comes before the packages, installs the release, imports the key.
+    main = [t.get("ansible.builtin.import_tasks") for t in load_tasks(ROLES / "hub_base/tasks/main.yml")]
+    assert main.index("sources.yml") < main.index("packages.yml")
+    sources = list(walk(load_tasks(ROLES / "hub_base/tasks/sources.yml")))
+    installs = [t for t in sources if t.get("ansible.builtin.dnf", {}).get("name") == "{{ __hub_base_epel_release_effective }}"]
+    keys = [t for t in sources if "ansible.builtin.rpm_key" in t]
+    assert installs and keys
+    assert keys[0]["ansible.builtin.rpm_key"]["fingerprint"] == "{{ __hub_base_epel_gpg_fingerprint_effective }}"
+
+
+def test_debian_family_needs_no_epel(reports: dict[str, dict[str, Any]]) -> None:
+    for platform in DEBIAN_FAMILY:
+        r = resolved(reports, platform)
+        assert (r["hub_base_epel_release"], r["hub_base_crb_method"]) == ("", "none"), platform
+        assert not set(all_packages(reports[platform])) & {"fail2ban-server", "epel-release"}
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_selinux_tasks_only_where_selinux_is_enabled(reports: dict[str, dict[str, Any]], platform: str) -> None:
+    report = reports[platform]
+    selinux_on = report["facts"]["selinux"].get("status") == "enabled"
+    r = report["resolved"]
+    assert r["hub_mac_selinux_enabled"] is selinux_on
+    if platform == "rocky-9-container":
+        assert not r["hub_mac_selinux_enabled"], "SELinux is disabled in the registry scenario's container"
+    if platform in ("rocky-9", "rhel-9"):
+        assert r["hub_mac_selinux_enabled"]
+
+
+def test_every_selinux_include_is_guarded() -> None:
+    """semanage and setsebool fail where SELinux is disabled: each include of selinux.yml is guarded."""
+    includes = []
+    for main in ROLES.glob("*/tasks/main.yml"):
+        for task in walk(load_tasks(main)):
+            target = task.get("ansible.builtin.include_tasks") or task.get("ansible.builtin.import_tasks")
+            if target == "selinux.yml":
+                includes.append((main.parent.parent.name, conditions(task)))
+    assert {role for role, _ in includes} >= {"hub_mac", "hub_nginx"}
+    for role, when in includes:
+        assert "selinux" in when.replace("selinux.yml", "") and (
+            "__hub_mac_selinux_enabled" in when or "['status']" in when or ".status" in when), (role, when)
+    for role in ("hub_mac", "hub_nginx"):
+        # No other task file reaches the selinux modules unguarded.
+        for path in (ROLES / role / "tasks").glob("*.yml"):
+            if path.name == "selinux.yml":
+                continue
+            for task in walk(load_tasks(path)):
+                modules = [k for k in task if k.startswith(("ansible.posix.se", "community.general.se"))]
+                assert not modules, (path, modules)
+
+
+def test_apparmor_is_decided_by_the_profile_load_interface() -> None:
+    text = (ROLES / "hub_mac/tasks/apparmor.yml").read_text()
+    assert "parameters/enabled" not in text.replace("# /sys/module/apparmor/parameters/enabled", "")
+    main_vars = yaml.safe_load((ROLES / "hub_mac/vars/main.yml").read_text())
+    assert main_vars["__hub_mac_apparmor_load_interface"] == "/sys/kernel/security/apparmor/.load"
+    tests = (REPO / "molecule/shared/tests/test_mac.py").read_text()
+    assert "/sys/kernel/security/apparmor/.load" in tests
+
+
+@pytest.mark.parametrize("platform", DEBIAN_FAMILY)
+def test_apparmor_profile_covers_what_python_reads(reports: dict[str, dict[str, Any]], platform: str) -> None:
+    profile = reports[platform]["rendered"]["hub_mac/templates/apparmor-profile.j2"]
+    rules = {line.strip() for line in profile.splitlines()}
+    version = reports[platform]["facts"]["python"]["version"]
+    # /usr/lib/python3.X/sitecustomize.py is a link into /etc/python3.X (Debian and Ubuntu).
+    assert "/etc/python3*/** r," in rules
+    assert "/usr/bin/python3* mrix," in rules and "/usr/lib/python3*/** r," in rules
+    assert f"python{version['major']}.{version['minor']}".startswith("python3")
+    assert "/usr/lib/python3/dist-packages/** r," in rules
+    assert "@{PROC}/@{pid}/stat r," in rules and "@{PROC}/sys/vm/overcommit_memory r," in rules
+    # The venv of a versioned release as well as the older layout.
+    assert any("/opt/ai-orchestrator/releases/*/venv/bin/* rix," in rule for rule in rules)
+    assert "profile ai-orchestrator {" in profile  # enforce mode
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_security_update_source_is_recognised(reports: dict[str, dict[str, Any]], platform: str) -> None:
+    r = resolved(reports, platform)
+    assert r["hub_base_security_source_found"] is True, platform
+    if platform in DEBIAN_FAMILY:
+        codename = reports[platform]["facts"]["distribution_release"]
+        assert r["hub_base_apt_security_suites"] == [f"{codename}-security"]
+    else:
+        assert any("baseos" in repo for repo in r["hub_base_dnf_repos_enabled"])
+        assert "repo" not in r["hub_base_dnf_repos_enabled"]
+
+
+def test_a_host_without_a_security_source_is_flagged(reports: dict[str, dict[str, Any]]) -> None:
+    r = resolved(reports, "debian-12-no-security")
+    assert r["hub_base_security_source_found"] is False
+    assert r["hub_base_apt_security_suites"] == []
+
+
+@pytest.mark.parametrize("platform", DEBIAN_FAMILY)
+def test_unattended_upgrades_security_origins(reports: dict[str, dict[str, Any]], platform: str) -> None:
+    text = reports[platform]["rendered"]["hub_base/templates/52hub-unattended-upgrades.j2"]
+    if platform.startswith("ubuntu"):
+        assert '"${distro_id}:${distro_codename}-security";' in text
+    else:
+        assert "codename=${distro_codename}-security,label=Debian-Security" in text
