@@ -12,6 +12,7 @@ from conftest import Client
 
 APP = "/opt/ai-orchestrator/multiagent-hive"
 VENV = "/opt/ai-orchestrator/venv"
+CURRENT = "/opt/ai-orchestrator/current"
 ENV_FILE = "/etc/ai-orchestrator/environment"
 CONFIG = "/etc/ai-orchestrator/config.toml"
 DB = "/var/lib/ai-orchestrator/hive_persistence.db"
@@ -56,12 +57,23 @@ def wait_healthy(client: Client, seconds: int = 60) -> None:
 
 @pytest.mark.checklist("PRE-APP-4")
 def test_app_installed_in_root_owned_venv(host: Any) -> None:
-    venv = host.file(VENV)
+    # releases/<version>-<key>/venv, reached through current; venv and multiagent-hive lead there.
+    current = host.file(CURRENT)
+    assert current.is_symlink
+    release = current.linked_to
+    assert re.fullmatch(r"/opt/ai-orchestrator/releases/\d[^/]*-[0-9a-f]{12}", release), release
+    venv = host.file(f"{release}/venv")
     assert venv.is_directory
     assert (venv.user, venv.group, venv.mode) == ("root", "ai-orchestrator", 0o750)
+    assert host.file(VENV).is_symlink and host.file(VENV).linked_to == f"{release}/venv"
     link = host.file(APP)
-    assert link.is_symlink and link.linked_to == f"{VENV}/bin/multiagent-hive"
+    assert link.is_symlink and link.linked_to == f"{release}/venv/bin/multiagent-hive"
     assert re.match(r"multiagent-hive \d", host.check_output(f"{APP} --version"))
+    with host.sudo():
+        meta = json.loads(host.file(f"{release}/.release.json").content_string)
+    assert release.endswith("/" + meta["release"]) and meta["version"] in host.check_output(f"{APP} --version")
+    assert "ExecStart={ path=/opt/ai-orchestrator/current/venv/bin/multiagent-hive" in host.check_output(
+        f"systemctl show {UNIT} -p ExecStart")
     # The service account runs the code but cannot change it.
     site = host.check_output(f"{VENV}/bin/python -c 'import multiagent_hive, os; print(os.path.dirname(multiagent_hive.__file__))'")
     assert as_service(host, f"test -w {site}").rc != 0
