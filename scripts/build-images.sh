@@ -47,9 +47,12 @@ for suite in "${suites[@]}"; do
   # (without the last, unattended-upgrades has nothing to install).
   printf 'deb %s %s main\ndeb %s %s-updates main\ndeb %s %s-security main\n' \
     "$mirror" "$suite" "$mirror" "$suite" "$security_mirror" "$suite" >"$rootfs/etc/apt/sources.list"
-  # Keep apt's cache small and the machine-id empty so each container gets its own.
+  # Keep apt's cache small and the machine-id empty so each container gets its own. dbus wrote
+  # one of its own during debootstrap: systemd would copy it into every container (as Debian
+  # does, the dbus file is a link to /etc/machine-id).
   rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
   : >"$rootfs/etc/machine-id"
+  ln -sfn /etc/machine-id "$rootfs/var/lib/dbus/machine-id"
   echo "import $tag"
   tar -C "$rootfs" -c . | podman import \
     --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' \
