@@ -57,7 +57,7 @@ def scan(host: Any, globs: List[str], journal: bool, literals: List[str]) -> Dic
     return found
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def used_credentials(host: Any, edge_client: Any, admin_token: str) -> List[str]:
     """Each kind of credential, used through nginx once; the API key is revoked afterwards."""
     auth = {"Authorization": f"Bearer {admin_token}"}
