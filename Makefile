@@ -7,7 +7,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 INVENTORY ?= inventories/local
 SCENARIO ?= default
 
-.PHONY: help bootstrap images deploy destroy test lint unit molecule verify drift bench
+.PHONY: help bootstrap images deploy destroy test lint unit molecule verify drift bench upgrade-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ verify: bootstrap ## verification suite + compliance report against INVENTORY
 
 drift: bootstrap ## what differs from the playbook on INVENTORY (check mode, summary per host)
 	scripts/drift.sh $(INVENTORY)
+
+upgrade-test: images ## releases: upgrade with data kept, rollback of a release that cannot start or migrate, downgrade refused (one Debian 12 host)
+	scripts/upgrade-test.sh
 
 bench: bootstrap ## the app load benchmark (figures, not a test); bench/README.md lists the others
 	python bench/app_load.py

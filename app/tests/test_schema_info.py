@@ -77,3 +77,18 @@ def test_wrong_key_fails(tmp_path: Path) -> None:
     env["DATABASE_ENCRYPTION_KEY"] = "f" * 64
     result = cli(env, "--schema-info")
     assert result.returncode == 1 and "wrong DATABASE_ENCRYPTION_KEY" in result.stderr
+
+
+def test_failing_migration_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = make_env(tmp_path)
+    assert cli(env, "--init-database").returncode == 0
+    broken = (db.SCHEMA_VERSION + 1, "broken on purpose", ["ALTER TABLE no_such_table ADD COLUMN x TEXT"])
+    monkeypatch.setattr(db, "MIGRATIONS", db.MIGRATIONS + [broken])
+    monkeypatch.setattr(db, "SCHEMA_VERSION", broken[0])
+    conn = db.connect(env["DATABASE_PATH"], env["DATABASE_ENCRYPTION_KEY"])
+    try:
+        with pytest.raises(db.DatabaseError, match=r"migration \d+ \(broken on purpose\) failed and was rolled back"):
+            db.migrate(conn)
+        assert db.schema_version(conn) == broken[0] - 1
+    finally:
+        conn.close()

@@ -206,7 +206,7 @@ def migrate(conn: Any) -> List[int]:
             f"database schema version {current} is newer than this release ({SCHEMA_VERSION})"
         )
     applied = []
-    for version, _description, statements in MIGRATIONS:
+    for version, description, statements in MIGRATIONS:
         if version <= current:
             continue
         conn.execute("BEGIN IMMEDIATE")
@@ -215,6 +215,13 @@ def migrate(conn: Any) -> List[int]:
                 conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {version}")
             conn.execute("COMMIT")
+        except sqlite.Error as exc:
+            conn.execute("ROLLBACK")
+            # One line for the operator (and the upgrade role's message), not a traceback.
+            raise DatabaseError(
+                f"migration {version} ({description}) failed and was rolled back: {exc}; "
+                f"applied before it: {applied or 'none'}"
+            ) from exc
         except Exception:
             conn.execute("ROLLBACK")
             raise
