@@ -18,7 +18,10 @@ Setup: wrk is installed with apt-get when missing (Debian package `wrk`; needs r
 from __future__ import annotations
 
 import argparse
+import asyncio
+import http.client
 import json
+import multiprocessing
 import os
 import platform
 import secrets
@@ -32,7 +35,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hubbench as hb  # noqa: E402
@@ -44,7 +47,11 @@ TARGETS = {
     "agents_rps_min": 1000.0,      # POST /api/agents >= 1,000 req/s
     "rss_mb_max": 80.0,            # RSS < 80 MB after >= 10,000 requests
     "rss_after_requests": 10_000,
+    "agents_list_ratio_min": 0.50,  # authenticated GET /api/agents (100) >= 50 % of bare Starlette
+    "login_storm_health_p99_ms_max": 100.0,  # health p99 while 100 clients log in at once
 }
+AGENTS_PAGE = "/api/agents?limit=100"
+LOGIN_CONCURRENCY = 100
 # The general per-address limit (RATE_LIMIT_PER_SECOND / RATE_LIMIT_BURST, default 1000/2000)
 # would turn a single-client benchmark into a 429 benchmark; raised so throughput is measured.
 RATE_LIMIT = "1000000"
@@ -142,6 +149,10 @@ class Bench:
             "APP_LOG_PATH": str(self.tmp / "app.log"),
             "RATE_LIMIT_PER_SECOND": RATE_LIMIT,
             "RATE_LIMIT_BURST": RATE_LIMIT,
+            # The login storm comes from one address: per-address login limits off its way, so
+            # it measures the hashing pool (the per-account backoff counts failures only).
+            "LOGIN_RATE_PER_MINUTE": RATE_LIMIT,
+            "LOGIN_BURST": RATE_LIMIT,
         }
         for item in self.args.set:
             key, _, value = item.partition("=")
@@ -161,8 +172,9 @@ class Bench:
     def prepare(self) -> None:
         self.write_env()
         self.cli("--init-database")
+        self.password = secrets.token_urlsafe(24)
         self.cli("--ensure-user", "bench-operator", "--role", "operator", "--password-file", "-",
-                 stdin=secrets.token_urlsafe(24))
+                 stdin=self.password)
         self.api_key = self.cli("--create-api-key", "--user", "bench-operator", "--key-name", "bench")["api_key"]
 
     def start(self) -> None:
@@ -273,6 +285,23 @@ class Bench:
         hive_requests = checkpoint["requests"]
         time.sleep(1.0)
         rss_10k = proc_status(self.hive_proc.pid)
+        # The ceiling for the list: bare Starlette answering the very page the hive serves.
+        page_file = self.tmp / "agents-page.json"
+        req = urllib.request.Request(f"http://127.0.0.1:{self.hive_port}{AGENTS_PAGE}", headers={"X-API-Key": self.api_key})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            page_file.write_bytes(resp.read())
+        page_agents = len(json.loads(page_file.read_bytes())["agents"])
+        self.list_port = free_port()
+        self.list_proc = subprocess.Popen(
+            [*self.server_prefix, sys.executable, str(BENCH / "bare_app.py"), str(self.list_port), "agents", str(page_file)],
+            stdout=subprocess.DEVNULL, stderr=open(self.tmp / "list.stderr", "wb"),  # noqa: SIM115
+        )
+        self.procs.append(self.list_proc)
+        wait_http(f"http://127.0.0.1:{self.list_port}/api/health", self.list_proc)
+        loads += [
+            ("starlette GET /api/agents (100)", f"http://127.0.0.1:{self.list_port}{AGENTS_PAGE}", "get.lua", self.list_proc),
+            ("hive GET /api/agents (100)", f"http://127.0.0.1:{self.hive_port}{AGENTS_PAGE}", "get_auth.lua", self.hive_proc),
+        ]
         for name, url, script, proc in loads:  # warm-up, not recorded
             r = self.wrk_run(url, script, a.warmup, proc)
             if proc is self.hive_proc:
@@ -292,6 +321,8 @@ class Bench:
                 if proc is self.hive_proc:
                     profiles.append(self.profile(name, url, script, a.profile_with))
                     hive_requests += profiles[-1]["requests"]
+        storm = asyncio.run(login_storm(self.hive_port, self.password, LOGIN_CONCURRENCY, a.duration))
+        hive_requests += storm["requests"]
         time.sleep(1.0)
         rss_after = proc_status(self.hive_proc.pid)
         bare_rss_after = proc_status(self.bare_proc.pid)
@@ -317,6 +348,10 @@ class Bench:
             summary[name]["vs_bare"] = round(summary[name]["rps"] / bare, 3)
             summary[name]["vs_bare_per_cpu_second"] = round(summary[name]["rps_per_server_cpu_second"] / bare_cap, 3)
         health_ratio = summary["hive GET /api/health"]["vs_bare"]
+        list_ratio = round(summary["hive GET /api/agents (100)"]["rps"] / summary["starlette GET /api/agents (100)"]["rps"], 3)
+        list_ratio_cpu = round(
+            summary["hive GET /api/agents (100)"]["rps_per_server_cpu_second"]
+            / summary["starlette GET /api/agents (100)"]["rps_per_server_cpu_second"], 3)
         agents_rps = summary["hive POST /api/agents"]["rps"]
         rss_mb = rss_10k["VmRSS"]
         judged_rss = checkpoint["requests"] >= TARGETS["rss_after_requests"] and checkpoint["failed"] == 0
@@ -349,6 +384,8 @@ class Bench:
                 "bare_idle_rss": round(self.bare_rss_idle["VmRSS"], 1),
                 "bare_peak_rss": round(bare_rss_after["VmHWM"], 1),
             },
+            "agents_list": {"page_size": page_agents, "vs_starlette": list_ratio, "vs_starlette_per_cpu_second": list_ratio_cpu},
+            "login_storm": storm,
             "profiles": profiles,
             "targets": {
                 "health_at_least_70pct_of_bare": {"value": health_ratio, "pass": health_ratio >= TARGETS["health_ratio_min"]},
@@ -357,9 +394,108 @@ class Bench:
                     "value": round(rss_mb, 1), "requests": checkpoint["requests"],
                     "pass": judged_rss and rss_mb < TARGETS["rss_mb_max"],
                 },
+                "agents_list_at_least_50pct_of_starlette": {
+                    "value": list_ratio, "pass": list_ratio >= TARGETS["agents_list_ratio_min"],
+                },
+                "health_p99_under_100ms_during_login_storm": {
+                    "value": storm["health_during"]["p99_ms"],
+                    "pass": storm["health_during"]["answered"] > 0 and storm["health_during"]["failed"] == 0
+                    and storm["health_during"]["p99_ms"] < TARGETS["login_storm_health_p99_ms_max"],
+                },
                 "zero_failed_requests": {"pass": no_failures},
             },
         }
+
+
+async def http_once(port: int, method: str, path: str, body: bytes = b"", timeout: float = 30.0) -> Tuple[int, float]:
+    """One request on its own connection: (status or 0 on error, seconds)."""
+    started = time.perf_counter()
+    writer = None
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout)
+        head = f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        if body:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        writer.write(head.encode() + b"\r\n" + body)
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), timeout)
+        status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else 0
+    except (OSError, asyncio.TimeoutError, ValueError, IndexError):
+        status = 0
+    finally:
+        if writer is not None:
+            writer.close()
+    return status, time.perf_counter() - started
+
+
+def latency_stats(samples: List[Tuple[int, float]]) -> Dict[str, Any]:
+    ok = sorted(t for status, t in samples if status == 200)
+    pick = lambda q: round(1000.0 * ok[min(len(ok) - 1, int(q * len(ok)))], 2) if ok else None  # noqa: E731
+    return {"answered": len(ok), "failed": len(samples) - len(ok), "p50_ms": pick(0.50), "p99_ms": pick(0.99),
+            "max_ms": round(1000.0 * ok[-1], 2) if ok else None}
+
+
+def health_probe(port: int, seconds: float, out: "multiprocessing.Queue[List[Tuple[int, float]]]") -> None:
+    """GET /api/health every 20 ms for `seconds`, each on a new connection; runs in its own
+    process so the login clients' event loop does not delay it."""
+    samples: List[Tuple[int, float]] = []
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        started = time.perf_counter()
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/api/health")
+            resp = conn.getresponse()
+            resp.read()
+            status = resp.status
+        except (OSError, http.client.HTTPException):
+            status = 0
+        finally:
+            conn.close()
+        samples.append((status, time.perf_counter() - started))
+        time.sleep(0.02)
+    out.put(samples)
+
+
+def probe_in_process(port: int, seconds: float) -> Tuple["multiprocessing.Process", "multiprocessing.Queue[List[Tuple[int, float]]]"]:
+    queue: "multiprocessing.Queue[List[Tuple[int, float]]]" = multiprocessing.Queue()
+    proc = multiprocessing.Process(target=health_probe, args=(port, seconds, queue), daemon=True)
+    proc.start()
+    return proc, queue
+
+
+async def login_storm(port: int, password: str, concurrency: int, seconds: float, username: str = "bench-operator") -> Dict[str, Any]:
+    """`concurrency` clients logging in back to back with the right password for `seconds`,
+    while a probe in another process asks GET /api/health every 20 ms (alone for a second
+    first, for the baseline)."""
+    body = json.dumps({"username": username, "password": password}).encode()
+    proc, queue = probe_in_process(port, 1.0)
+    idle = queue.get(timeout=30)
+    proc.join()
+    logins: List[Tuple[int, float]] = []
+
+    async def client(until: float) -> None:
+        while time.monotonic() < until:
+            logins.append(await http_once(port, "POST", "/api/auth/login", body))
+
+    proc, queue = probe_in_process(port, seconds)
+    started = time.monotonic()
+    await asyncio.gather(*(client(started + seconds) for _ in range(concurrency)))
+    elapsed = time.monotonic() - started
+    during = queue.get(timeout=60)
+    proc.join()
+    statuses: Dict[str, int] = {}
+    for status, _ in logins:
+        statuses[str(status)] = statuses.get(str(status), 0) + 1
+    ok = sorted(t for status, t in logins if status == 200)
+    return {
+        "concurrency": concurrency, "seconds": round(elapsed, 1), "requests": len(logins) + len(during) + len(idle),
+        "logins_by_status": statuses,
+        "logins_ok_per_second": round(len(ok) / elapsed, 1),
+        "login_ok_p50_ms": round(1000.0 * ok[len(ok) // 2], 1) if ok else None,
+        "health_idle": latency_stats(idle),
+        "health_during": latency_stats(during),
+    }
 
 
 def print_table(result: Dict[str, Any]) -> None:
@@ -376,6 +512,13 @@ def print_table(result: Dict[str, Any]) -> None:
           f"{m['hive_rss_after_10k_agent_creations']} MB; after {m['hive_requests_served']} requests "
           f"({m['agents_created']} agents) {m['hive_rss_after_load']} MB, peak {m['hive_peak_rss']} MB; "
           f"bare app peak {m['bare_peak_rss']} MB")
+    li = result["agents_list"]
+    print(f"\nGET /api/agents (page of {li['page_size']}): {li['vs_starlette']} of bare Starlette serving the same JSON"
+          f" ({li['vs_starlette_per_cpu_second']} per server CPU-second)")
+    st = result["login_storm"]
+    print(f"login storm ({st['concurrency']} clients, {st['seconds']} s): logins by status {st['logins_by_status']},"
+          f" {st['logins_ok_per_second']} ok/s, ok p50 {st['login_ok_p50_ms']} ms; health idle {st['health_idle']},"
+          f" during {st['health_during']}")
     print("targets:")
     for name, t in result["targets"].items():
         value = f" ({t['value']})" if "value" in t else ""

@@ -345,3 +345,36 @@ def test_unassignable_tasks_cost_nothing_after_their_first_pass(settings: Any, m
             store.close()
 
     asyncio.run(scenario())
+
+
+def test_agent_pages_from_memory_equal_the_database_pages(client: Any, hive_app: Any, operator: Dict[str, str]) -> None:
+    for i in range(7):
+        caps = [{"name": f"c{i}", "proficiency": 0.5}]
+        assert client.post("/api/agents", headers=operator, json={"name": f"a{i}", "type": "worker", "capabilities": caps}).status_code == 201
+    first = client.get("/api/agents", headers=operator).json()["agents"]
+    gone = first[2]["id"]
+    assert client.delete(f"/api/agents/{gone}", headers=operator).status_code == 204
+    for limit, offset in ((100, 0), (2, 0), (2, 3), (3, 5), (5, 100)):
+        page = client.get(f"/api/agents?limit={limit}&offset={offset}", headers=operator).json()["agents"]
+        assert page == hive_app.store.list_agents(limit, offset)
+    assert gone not in [a["id"] for a in client.get("/api/agents", headers=operator).json()["agents"]]
+
+
+def test_hashing_threads_yield_the_cpu_to_the_event_loop(env: Dict[str, str]) -> None:
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("thread niceness is Linux-only")
+    from multiagent_hive.security import HASHING_NICENESS
+
+    passwords = Passwords(settings_from(env))
+
+    def niceness() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    try:
+        in_pool = asyncio.run(passwords._offload(niceness))
+    finally:
+        passwords.close()
+    assert in_pool == min(19, niceness() + HASHING_NICENESS) and niceness() < in_pool

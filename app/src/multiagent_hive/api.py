@@ -554,7 +554,7 @@ class HiveApp:
         limit, offset = self._paging(request, user)
         query = request.query_params.get("query")
         if query is None:
-            return _json({"agents": self.store.list_agents(limit, offset)})
+            return _json({"agents": self.hive.list_agents(limit, offset)})
         if len(query) > 200:
             self.audit.event("InvalidInput", self._ip(request), user, path=request.url.path, detail="query too long")
             raise ApiError(422, "invalid input", "query must be at most 200 characters")

@@ -378,6 +378,12 @@ class Hive:
             self._wake()
 
     # views -----------------------------------------------------------------------------
+    def list_agents(self, limit: int, offset: int) -> List[Dict[str, Any]]:
+        """A page of agents, oldest first: the same rows as Store.list_agents, from memory.
+        This process is the only writer and keeps every agent here in creation order (start()
+        loads them ORDER BY created_at), so the page costs no query and no JSON decoding."""
+        return list(itertools.islice(self.agents.values(), offset, offset + limit))
+
     def status(self) -> Dict[str, Any]:
         agents_by_state = {state: 0 for state in AGENT_STATES}
         for agent in self.agents.values():

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import os
 import secrets
 import threading
 import time
@@ -26,6 +27,17 @@ ROLE_RANK = {role: rank for rank, role in enumerate(ROLES)}
 
 
 T = TypeVar("T")
+# Niceness added to the hashing threads: when logins saturate the pool, the event loop's thread still
+# gets the CPU first, so health and every other request keep answering.
+HASHING_NICENESS = 10
+
+
+def _lower_thread_priority() -> None:
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + HASHING_NICENESS))
+    except (AttributeError, OSError):  # not Linux, or not permitted: only slower to yield
+        pass
 
 
 class HashingBusy(Exception):
@@ -89,7 +101,9 @@ class Passwords:
                 raise HashingBusy(retry_after=1)
             self._in_flight += 1
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="argon2")
+                self._pool = ThreadPoolExecutor(
+                    max_workers=self.workers, thread_name_prefix="argon2", initializer=_lower_thread_priority
+                )
             pool = self._pool
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, func, *args)
