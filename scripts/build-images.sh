@@ -25,6 +25,16 @@ image_tag() {
   esac
 }
 
+# debootstrap mounts /proc (and may mount /sys) inside the root it builds and has been seen to
+# leave /proc mounted when it finishes: unmount whatever is still mounted below the root, deepest
+# first, so that neither tar nor rm -rf ever reaches into the machine's own filesystems.
+release_mounts() {
+  local mnt
+  awk -v d="$1/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | while read -r mnt; do
+    umount "$mnt" 2>/dev/null || umount -l "$mnt"
+  done
+}
+
 # The image records the recipe it was built from: a changed recipe rebuilds a cached image.
 recipe=$(sha256sum <"$0" | cut -c1-16)
 
@@ -36,10 +46,11 @@ for suite in "${suites[@]}"; do
     continue
   fi
   rootfs=$(mktemp -d "/var/tmp/hub-rootfs-$suite.XXXXXX")
-  trap 'rm -rf "$rootfs"' EXIT
+  trap 'release_mounts "$rootfs"; rm -rf --one-file-system "$rootfs"' EXIT
   echo "debootstrap $suite into $rootfs"
   debootstrap --variant=minbase --include="$include" "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
     || { tail -n 30 "$rootfs.log" >&2; exit 1; }
+  release_mounts "$rootfs"
   # A container has no console getty and no need for the remount/udev units that fail in it.
   chroot "$rootfs" systemctl mask getty@tty1.service systemd-udevd.service \
     systemd-remount-fs.service dev-hugepages.mount sys-fs-fuse-connections.mount >/dev/null 2>&1 || true
@@ -54,9 +65,10 @@ for suite in "${suites[@]}"; do
   : >"$rootfs/etc/machine-id"
   ln -sfn /etc/machine-id "$rootfs/var/lib/dbus/machine-id"
   echo "import $tag"
-  tar -C "$rootfs" -c . | podman import \
+  release_mounts "$rootfs"
+  tar -C "$rootfs" --one-file-system -c . | podman import \
     --change 'CMD ["/sbin/init"]' --change 'STOPSIGNAL SIGRTMIN+3' \
     --change "LABEL hub.recipe=$recipe" - "$tag" >/dev/null
-  rm -rf "$rootfs" "$rootfs.log"
+  rm -rf --one-file-system "$rootfs" "$rootfs.log"
   trap - EXIT
 done
