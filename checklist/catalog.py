@@ -25,6 +25,8 @@ ID_RE = re.compile(r"^(PRE|POST|MNT)(-[A-Z0-9]+)+-[0-9]+$")
 # A task implementing an item starts its name with the ID: "PRE-NET-1 | Allow ssh ...".
 TASK_ID_RE = re.compile(r"^\s*((?:PRE|POST|MNT)(?:-[A-Z0-9]+)+-[0-9]+)\s*\|")
 MANUAL_FIELDS = ("by", "date", "reference")
+# An item beyond the guide (``beyond_guide: true``) names the benchmark it comes from.
+BEYOND_GUIDE_REFERENCES = ("CIS-", "NIST-")
 
 
 class CatalogError(ValueError):
@@ -90,7 +92,22 @@ def catalog_problems(items: List[Dict[str, Any]]) -> List[str]:
             problems.append(f"{item_id}: manual item without an 'evidence' description")
         if not manual and "evidence" in item:
             problems.append(f"{item_id}: 'evidence' on an automated item (tests are its evidence)")
+        beyond = item.get("beyond_guide", False)
+        if not isinstance(beyond, bool):
+            problems.append(f"{item_id}: 'beyond_guide' must be true or false")
+        elif beyond and not (
+            isinstance(controls, list)
+            and any(str(c).startswith(BEYOND_GUIDE_REFERENCES) for c in controls)
+        ):
+            problems.append(
+                f"{item_id}: an item beyond the guide needs a CIS or NIST reference in 'controls'"
+            )
     return problems
+
+
+def guide_items(items: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The items taken from the guide (not those marked ``beyond_guide``)."""
+    return [item for item in items if not item.get("beyond_guide", False)]
 
 
 def _is_checklist_mark(node: ast.AST) -> bool:

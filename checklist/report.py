@@ -133,6 +133,7 @@ def build(
             "manual": bool(item.get("manual", False)),
         }
         if entry["manual"]:
+            "beyond_guide": bool(item.get("beyond_guide", False)),
             att = attestations.get(item_id)
             entry["status"] = MANUAL
             entry["attested"] = att is not None
@@ -200,7 +201,12 @@ def _evidence(entry: Dict[str, Any]) -> str:
     for host, data in entry["hosts"].items():
         bad = [t for t in data["tests"] if t["outcome"] != "passed"]
         if data["status"] == PASS:
-            parts.append(f"{host}: {len(data['tests'])} test(s) passed")
+            passed = [t for t in data["tests"] if t["outcome"] == "passed"]
+            text = f"{host}: {len(passed)} test(s) passed"
+            # A check that cannot run on this host (a container, say) is named with its reason.
+            if bad:
+                text += "; " + "; ".join(f"{t['test']} {t['outcome']}: {t['message']}" for t in bad)
+            parts.append(text)
         elif "message" in data:
             parts.append(f"{host}: {data['message']}")
         else:
@@ -290,7 +296,8 @@ def markdown(report: Dict[str, Any]) -> str:
         if e["manual"]:
             status += " (attested)" if e["attested"] else " (not attested)"
         lines.append(
-            f"| {e['id']} | {status} | {_cell(e['item'])} | {_cell(', '.join(e['controls']))} "
+            f"| {e['id']} | {status} | {_cell(e['item'])}{' (beyond the guide)' if e.get('beyond_guide') else ''} "
+            f"| {_cell(', '.join(e['controls']))} "
             f"| {_cell(_evidence(e))} |"
         )
     return "\n".join(lines) + "\n"

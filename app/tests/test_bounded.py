@@ -378,3 +378,33 @@ def test_hashing_threads_yield_the_cpu_to_the_event_loop(env: Dict[str, str]) ->
     finally:
         passwords.close()
     assert in_pool == min(19, niceness() + HASHING_NICENESS) and niceness() < in_pool
+
+
+def test_status_counts_match_the_database_without_scanning_it(settings: Any) -> None:
+    from executors import Gate
+    from multiagent_hive.hive import Hive
+    from multiagent_hive.store import Store
+
+    async def scenario() -> None:
+        store = Store(settings.database_path, settings.database_encryption_key)
+        gate = Gate()
+        hive = Hive(store, gate)
+        await hive.start()
+        try:
+            hive.create_agent("a", "worker", [], None)
+            for i in range(4):
+                hive.create_task(f"t{i}", "low", [], None)
+            hive.create_task("never", "low", [{"name": "nobody", "min_proficiency": 0.0}], None)
+            await asyncio.sleep(0.05)
+            assert gate.event is not None
+            gate.event.set()
+            await asyncio.sleep(0.2)
+            real = store.counts_by_state("tasks")
+            store.counts_by_state = None  # type: ignore[method-assign]  # status() must not scan
+            by_state = hive.status()["tasks"]["by_state"]
+            assert {k: v for k, v in by_state.items() if v} == real == {"Completed": 4, "Pending": 1}
+        finally:
+            await hive.stop()
+            store.close()
+
+    asyncio.run(scenario())

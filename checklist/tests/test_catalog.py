@@ -69,12 +69,32 @@ def test_catalog_has_every_guide_item_with_its_wording():
         pytest.skip("the deployment guide is not beside the repository (../shared/)")
     expected = guide_items(guide.read_text(encoding="utf-8"))
     assert len(expected) == 80, f"the guide parser found {len(expected)} items, the guide has 80"
-    listed = [(i["section"], i["item"]) for i in cat.load_catalog()]
+    listed = [(i["section"], i["item"]) for i in cat.guide_items(cat.load_catalog())]
     missing = [e for e in expected if e not in listed]
     extra = [e for e in listed if e not in expected]
     assert not missing, f"guide items missing from the catalog: {missing}"
     assert not extra, f"catalog items whose section/wording is not in the guide: {extra}"
     assert listed == expected, "catalog order differs from the guide's"
+
+
+def test_items_beyond_the_guide_are_marked_and_referenced(items):
+    beyond = [i for i in items if i.get("beyond_guide")]
+    assert beyond, "the catalog lists no item beyond the guide"
+    for item in beyond:
+        assert item["section"].startswith("Beyond the guide /"), item["id"]
+        assert any(c.startswith(("CIS-", "NIST-")) for c in item["controls"]), item["id"]
+    assert len(cat.guide_items(items)) == len(items) - len(beyond)
+
+
+def test_catalog_problems_checks_beyond_guide_items():
+    base = {"id": "PRE-HARD-1", "section": "Beyond the guide / x", "item": "y"}
+    assert cat.catalog_problems([dict(base, beyond_guide=True, controls=["NIST-800-53:SC-8"])]) == []
+    assert cat.catalog_problems([dict(base, beyond_guide=True, controls=["ISO27001:A.8.9"])]) == [
+        "PRE-HARD-1: an item beyond the guide needs a CIS or NIST reference in 'controls'"
+    ]
+    assert cat.catalog_problems([dict(base, beyond_guide="yes")]) == [
+        "PRE-HARD-1: 'beyond_guide' must be true or false"
+    ]
 
 
 def test_marker_arguments_are_literal_ids(scan):

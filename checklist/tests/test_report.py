@@ -259,3 +259,18 @@ def test_plugin_records_outcomes_per_host(tmp_path):
     assert got["test_skip"]["host"] is None
     assert got["test_error"]["outcome"] == "error"
     assert "setup: RuntimeError: cannot reach the host" in got["test_error"]["message"]
+
+
+def test_partial_skips_are_named_with_their_reason():
+    """An item that passed on a host where one of its checks could not run names the skip."""
+    items = [{"id": "PRE-HARD-5", "section": "Beyond the guide / x", "item": "modules", "controls": []}]
+    results = {
+        "results": [
+            {"ids": ["PRE-HARD-5"], "host": "ct", "test": "test_file", "nodeid": "a", "outcome": "passed", "message": ""},
+            {"ids": ["PRE-HARD-5"], "host": "ct", "test": "test_load", "nodeid": "b", "outcome": "skipped",
+             "message": "a container shares its host's kernel"},
+        ]
+    }
+    built = report.build(items, results, {}, ["ct"], "x")
+    text = report.markdown(built)
+    assert "ct: 1 test(s) passed; test_load skipped: a container shares its host's kernel" in text

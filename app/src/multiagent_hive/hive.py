@@ -117,6 +117,9 @@ class Hive:
         self.started_at = time.time()
         self.completed = 0
         self.failed = 0
+        # Tasks by state, counted from the database once at start and kept by every change
+        # here (this process is the only writer): status() costs no table scan.
+        self.task_counts: Optional[Dict[str, int]] = None
 
     # lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -131,6 +134,7 @@ class Hive:
                 task.update(state=PENDING, assigned_agent=None, updated_at=utcnow())
                 self.store.update_task(task)
             self._enqueue(task)
+        self.task_counts = self.store.counts_by_state("tasks")
         self.wakeup = asyncio.Event()
         self.dispatcher = asyncio.ensure_future(self._dispatch_loop())
         self._wake()
@@ -235,6 +239,7 @@ class Hive:
             "updated_at": now,
         }
         self.store.insert_task(task, created_by)
+        self._count(None, PENDING)
         self._enqueue(task)
         self._emit("task_created", public_task(task))
         self._wake()
@@ -265,9 +270,18 @@ class Hive:
             if not self.queues_by_first[first]:
                 del self.queues_by_first[first]
 
+    def _count(self, old: Optional[str], new: str) -> None:
+        if self.task_counts is None:
+            return
+        if old is not None:
+            self.task_counts[old] = self.task_counts.get(old, 0) - 1
+        self.task_counts[new] = self.task_counts.get(new, 0) + 1
+
     def _set_task(self, task: Dict[str, Any], state: str, **changes: Any) -> None:
+        old = task["state"]
         task.update(state=state, updated_at=utcnow(), **changes)
         self.store.update_task(task)
+        self._count(old, state)
         self._emit("task_updated", public_task(task))
 
     def best_agent(self, task: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -388,7 +402,7 @@ class Hive:
         agents_by_state = {state: 0 for state in AGENT_STATES}
         for agent in self.agents.values():
             agents_by_state[agent["state"]] = agents_by_state.get(agent["state"], 0) + 1
-        tasks = self.store.counts_by_state("tasks")
+        tasks = self.task_counts if self.task_counts is not None else self.store.counts_by_state("tasks")
         return {
             "agents": {"total": len(self.agents), "by_state": agents_by_state},
             "tasks": {
