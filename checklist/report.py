@@ -109,8 +109,10 @@ def build(
     name: str,
     host_labels: Optional[Dict[str, str]] = None,
     junit: Optional[str] = None,
+    unreachable: Optional[Dict[str, str]] = None,
 ) -> Dict[str, Any]:
     labels = host_labels or {}
+    unreachable = unreachable or {}
     records = []
     for rec in results.get("results", []):
         rec = dict(rec)
@@ -131,9 +133,9 @@ def build(
             "item": item["item"],
             "controls": list(item.get("controls", [])),
             "manual": bool(item.get("manual", False)),
+            "beyond_guide": bool(item.get("beyond_guide", False)),
         }
         if entry["manual"]:
-            "beyond_guide": bool(item.get("beyond_guide", False)),
             att = attestations.get(item_id)
             entry["status"] = MANUAL
             entry["attested"] = att is not None
@@ -152,7 +154,9 @@ def build(
                 {k: r.get(k) for k in ("test", "nodeid", "outcome", "message")} for r in mine
             ]
             host_entry: Dict[str, Any] = {"status": status, "tests": tests}
-            if not mine:
+            if host in unreachable:
+                host_entry["message"] = f"not verified: host unreachable: {unreachable[host]}"
+            elif not mine:
                 host_entry["message"] = (
                     f"not verified: no test marked checklist({item_id!r}) ran on this host"
                 )
@@ -179,6 +183,7 @@ def build(
         "result": FAIL if totals[FAIL] else PASS,
         "totals": totals,
         "junit": junit,
+        "unreachable": dict(unreachable),
         "unknown_ids_in_tests": unknown,
         "items": out_items,
     }
@@ -237,6 +242,10 @@ def markdown(report: Dict[str, Any]) -> str:
     ]
     if report.get("junit"):
         lines += [f"Test-level results (JUnit XML): `{report['junit']}`.", ""]
+    if report.get("unreachable"):
+        lines += ["## Unreachable hosts (not verified)", ""]
+        lines += [f"- `{h}`: {_cell(why, 500)}" for h, why in report["unreachable"].items()]
+        lines.append("")
     failed = [e for e in report["items"] if e["status"] == FAIL]
     if failed:
         lines += ["## Failures", ""]
@@ -333,6 +342,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--junit", help="path of pytest's JUnit XML, named in the report")
     parser.add_argument("--host-label", action="append", default=[], metavar="HOST=NAME",
                         help="show testinfra host HOST as NAME (e.g. a container as its inventory name)")
+    parser.add_argument("--unreachable", action="append", default=[], metavar="HOST=REASON",
+                        help="a host that could not be reached: every item FAILs there, with REASON")
     parser.add_argument("--check-attestations", action="store_true",
                         help="only validate hub_attestations, write nothing")
     args = parser.parse_args(argv)
@@ -347,15 +358,22 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 0
         if not args.results or not args.out:
             parser.error("--results and --out are required unless --check-attestations")
-        results = _load_json(args.results, "test results")
-        if not results.get("results"):
-            raise InputError(f"{args.results}: no checklist test results: the suite did not run")
+        unreachable = _labels(args.unreachable)
         hosts_info = summary.get("hosts", [])
-        labels = {h["testinfra"].split("://", 1)[1]: h["name"] for h in hosts_info}
+        every_host_unreachable = bool(hosts_info) and all(
+            h["name"] in unreachable for h in hosts_info
+        )
+        if every_host_unreachable and not Path(args.results).exists():
+            results: Dict[str, Any] = {"results": []}
+        else:
+            results = _load_json(args.results, "test results")
+            if not results.get("results"):
+                raise InputError(f"{args.results}: no checklist test results: the suite did not run")
+        labels = {h["testinfra"].split("://", 1)[1].split("?", 1)[0]: h["name"] for h in hosts_info}
         labels.update(_labels(args.host_label))
         hosts = [h["name"] for h in hosts_info]
         name = args.name or Path(args.out).name
-        report = build(items, results, attestations, hosts, name, labels, args.junit)
+        report = build(items, results, attestations, hosts, name, labels, args.junit, unreachable)
     except InputError as exc:
         print(f"compliance report: {exc}", file=sys.stderr)
         return 2
@@ -372,7 +390,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             not_run.append(entry["id"])
         else:
             print(f"  FAIL {entry['id']} {entry['item']}: {_cell(_evidence(entry), 400)}")
-    if not_run:
+    if not_run and set(report["unreachable"]) == set(report["hosts"]):
+        print(f"  FAIL, not verified ({len(not_run)} items): unreachable: "
+              + ", ".join(report["unreachable"]))
+    elif not_run:
         print(f"  FAIL, no test ran ({len(not_run)}): {', '.join(not_run)}")
     if report["totals"]["not_attested"]:
         ids = [e["id"] for e in report["items"] if e["manual"] and not e["attested"]]

@@ -185,6 +185,31 @@ def test_cli_exit_2_without_results(tmp_path, capsys):
     assert code == 2 and "the suite did not run" in capsys.readouterr().err
 
 
+def test_cli_names_unreachable_hosts_and_fails_their_items(tmp_path, capsys):
+    catalog, results, summary = write_inputs(tmp_path, ATTESTED)
+    # host-b unreachable: only host-a's results exist.
+    results.write_text(json.dumps({"results": [r for r in RESULTS["results"] if r["host"] == "ct-a"]}))
+    out = tmp_path / "r"
+    code = report.main(["--catalog", str(catalog), "--results", str(results), "--inventory",
+                        str(summary), "--out", str(out),
+                        "--unreachable", "host-b=ssh: connect to host 192.0.2.11 port 22: Connection refused"])
+    assert code == 1
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert data["unreachable"] == {"host-b": "ssh: connect to host 192.0.2.11 port 22: Connection refused"}
+    net = next(e for e in data["items"] if e["id"] == "PRE-NET-1")
+    assert net["status"] == "FAIL" and net["hosts"]["host-a"]["status"] == "PASS"
+    assert net["hosts"]["host-b"]["message"].startswith("not verified: host unreachable: ssh: connect")
+    assert "## Unreachable hosts (not verified)" in (tmp_path / "r.md").read_text()
+    capsys.readouterr()
+    # Every host unreachable: no results file at all (the suite never ran), still a report.
+    results.unlink()
+    code = report.main(["--catalog", str(catalog), "--results", str(results), "--inventory",
+                        str(summary), "--out", str(out),
+                        "--unreachable", "host-a=timeout", "--unreachable", "host-b=timeout"])
+    assert code == 1
+    assert "FAIL, not verified (4 items): unreachable: host-a, host-b" in capsys.readouterr().out
+
+
 def test_inventory_summary_maps_connections_to_testinfra_hosts():
     listed = {
         "_meta": {"hostvars": {
@@ -199,7 +224,7 @@ def test_inventory_summary_maps_connections_to_testinfra_hosts():
         "db": {"hosts": ["other"]},
     }
     out = inventory.summarise(listed)
-    assert [h["testinfra"] for h in out["hosts"]] == ["podman://hub-ct", "ansible://vm"]
+    assert [h["testinfra"] for h in out["hosts"]] == ["podman://hub-ct", "safe-ssh://vm"]
     assert out["attestations"] == ATTESTED and out["warnings"] == []
     assert "never copied" not in json.dumps(out)
     listed["_meta"]["hostvars"]["vm"]["hub_attestations"] = {}
