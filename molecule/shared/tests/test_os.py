@@ -161,7 +161,9 @@ def test_auditd_running_with_hub_rules_loaded(host: Any) -> None:
     with host.sudo():
         loaded = host.check_output("auditctl -l")
     for path in WATCHED:
-        assert re.search(rf"-w {re.escape(path)}/? -p \w*w\w*a", loaded), (path, loaded)
+        # auditctl lists a watch as -w, or (newer kernels, directories) as a dir=/path= rule.
+        watch = rf"-w {re.escape(path)}/? -p \w*w\w*a|-F (?:dir|path)={re.escape(path)}/? .*-F perm=\w*w\w*a"
+        assert re.search(watch, loaded), (path, loaded)
     assert HUB_ENV in loaded and HUB_DATA in loaded
 
 
