@@ -408,3 +408,34 @@ def test_status_counts_match_the_database_without_scanning_it(settings: Any) -> 
             store.close()
 
     asyncio.run(scenario())
+
+
+def test_a_full_task_queue_refuses_new_tasks_with_503(env: Dict[str, str]) -> None:
+    from starlette.testclient import TestClient
+
+    from conftest import init_db, login
+    from multiagent_hive.api import create_app
+
+    settings = settings_from({**env, "MAX_PENDING_TASKS": "3"})
+    init_db(settings)
+    app = create_app(settings)
+    try:
+        with TestClient(app) as client:
+            headers = login(client, "operator")
+            body = {"description": "needs what nobody has", "required_capabilities": [{"name": "nobody"}]}
+            for _ in range(3):
+                assert client.post("/api/tasks", headers=headers, json=body).status_code == 201
+            full = client.post("/api/tasks", headers=headers, json=body)
+            assert full.status_code == 503 and full.headers["retry-after"] == "5"
+            assert full.json()["error"] == "task queue full"
+            assert len(client.get("/api/tasks", headers=headers).json()["tasks"]) == 3  # nothing saved
+            # An agent that can do them drains the queue, and tasks are accepted again.
+            agent = {"name": "able", "type": "worker", "capabilities": [{"name": "nobody", "proficiency": 1.0}]}
+            assert client.post("/api/agents", headers=headers, json=agent).status_code == 201
+            deadline = time.monotonic() + 5
+            while app.hive.pending and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert client.post("/api/tasks", headers=headers, json=body).status_code == 201
+    finally:
+        app.audit.close()
+        app.store.close()

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from . import __version__, db, openapi
 from .accounts import Accounts
 from .config import Settings
-from .hive import Hive, load_executor, public_task
+from .hive import Hive, QueueFull, load_executor, public_task
 from .logs import AuditLog, clean_ip, reopen_app_log
 from .ratelimit import TokenBuckets, client_bucket
 from .schemas import (
@@ -88,7 +88,9 @@ class HiveApp:
         self.passwords = Passwords(settings)
         self.tokens = Tokens(settings)
         self.api_keys = ApiKeys(settings)
-        self.hive = Hive(store, load_executor(settings.task_executor, settings.task_duration_ms))
+        self.hive = Hive(
+            store, load_executor(settings.task_executor, settings.task_duration_ms), settings.max_pending_tasks
+        )
         self.general_limit = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
         self.login_limit = TokenBuckets(settings.login_rate_per_minute / 60.0, settings.login_burst)
         self.trusted = settings.trusted_networks()
@@ -128,6 +130,7 @@ class HiveApp:
                 HTTPException: self._http_error,
                 db.sqlite.DatabaseError: self._database_error,
                 HashingBusy: self._hashing_busy,
+                QueueFull: self._queue_full,
             },
         )
 
@@ -342,6 +345,13 @@ class HiveApp:
             {"error": "database unavailable", "detail": "the request was not saved; retry later"},
             status_code=503,
             headers={"Retry-After": "1"},
+        )
+
+    async def _queue_full(self, request: Request, exc: Exception) -> Response:
+        return JSONResponse(
+            {"error": "task queue full", "detail": f"{self.settings.max_pending_tasks} tasks are waiting for an agent; nothing was saved"},
+            status_code=503,
+            headers={"Retry-After": "5"},
         )
 
     async def _hashing_busy(self, request: Request, exc: Exception) -> Response:

@@ -77,6 +77,8 @@ class Settings:
     task_duration_ms: int = 5
     websocket_queue_size: int = 256
     websocket_max_per_user: int = 8
+    # Tasks waiting for an agent, at most; one more gets 503 (each is held in memory).
+    max_pending_tasks: int = 100000
     # audit_events rows older than this are deleted (hourly and at start); 0 keeps them forever.
     audit_retention_days: int = 400
     # Where each value came from (for --check-config); not a setting.
@@ -337,7 +339,7 @@ def validate(settings: Settings, scope: str = "all") -> List[str]:
     positive = (
         "jwt_expiry_seconds", "max_body_bytes", "rate_limit_per_second", "rate_limit_burst",
         "login_rate_per_minute", "login_burst", "argon2_time_cost", "argon2_parallelism",
-        "websocket_queue_size", "argon2_workers", "websocket_max_per_user",
+        "websocket_queue_size", "argon2_workers", "websocket_max_per_user", "max_pending_tasks",
     )
     for name in positive:
         if getattr(settings, name) <= 0:

@@ -81,6 +81,10 @@ def fit_score(agent: Dict[str, Any], required: List[Dict[str, Any]]) -> Optional
 Listener = Callable[[Dict[str, Any]], None]
 
 
+class QueueFull(Exception):
+    """MAX_PENDING_TASKS tasks wait for an agent already: the new one is refused, not kept."""
+
+
 Entry = Tuple[int, int, str]  # (-priority, seq, task id): sorts most urgent first
 
 
@@ -95,9 +99,10 @@ class Hive:
     tasks whose capabilities it holds (queues per set of required capabilities, found through
     their first capability). A task no agent can do costs nothing after its first pass."""
 
-    def __init__(self, store: Store, executor: Executor) -> None:
+    def __init__(self, store: Store, executor: Executor, max_pending: Optional[int] = None) -> None:
         self.store = store
         self.executor = executor
+        self.max_pending = max_pending
         self.agents: Dict[str, Dict[str, Any]] = {}
         self.pending: Dict[str, Dict[str, Any]] = {}
         self.entries: Dict[str, Entry] = {}
@@ -225,6 +230,8 @@ class Hive:
 
     # tasks -----------------------------------------------------------------------------
     def create_task(self, description: str, priority: str, required: List[Dict[str, Any]], created_by: Optional[int]) -> Dict[str, Any]:
+        if self.max_pending is not None and len(self.pending) >= self.max_pending:
+            raise QueueFull()
         now = utcnow()
         task = {
             "id": str(uuid.uuid4()),
