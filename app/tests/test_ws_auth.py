@@ -11,6 +11,25 @@ from starlette.websockets import WebSocketDisconnect
 from conftest import PASSWORDS, audit_lines, login
 
 
+def wait_closed(ws: Any, seconds: float = 15.0) -> WebSocketDisconnect:
+    """The close the server sends, skipping events; fails (instead of hanging the suite) when
+    none comes within `seconds`. The test session has no receive timeout of its own, so this
+    reads its stream through its portal with a deadline (starlette's TestClient internals)."""
+    import anyio
+
+    async def receive() -> Any:
+        with anyio.fail_after(seconds):
+            return await ws._send_rx.receive()
+
+    while True:
+        try:
+            message = ws.portal.call(receive)
+        except TimeoutError:
+            raise AssertionError(f"the socket was not closed within {seconds} s") from None
+        if message["type"] == "websocket.close":
+            return WebSocketDisconnect(code=message.get("code", 1000), reason=message.get("reason", ""))
+
+
 def ticket(client: Any, headers: Dict[str, str]) -> str:
     resp = client.post("/api/ws/ticket", headers=headers)
     assert resp.status_code == 200, resp.text
@@ -92,10 +111,8 @@ def test_open_socket_closed_when_the_session_is_revoked(client: Any, admin: Dict
         else:
             resp = client.post(f"/api/admin/users/{oid}/{action}", headers=admin)
         assert resp.status_code == 200, resp.text
-        with pytest.raises(WebSocketDisconnect) as exc:
-            while True:
-                ws.receive_json()
-        assert exc.value.code == 1008 and exc.value.reason
+        closed = wait_closed(ws)
+        assert closed.code == 1008 and closed.reason
 
 
 def test_own_password_change_closes_own_sockets(client: Any) -> None:
@@ -104,10 +121,8 @@ def test_own_password_change_closes_own_sockets(client: Any) -> None:
         ws.receive_json()
         client.post("/api/auth/password", headers=operator,
                     json={"current_password": PASSWORDS["operator"], "new_password": "another-password-12"})
-        with pytest.raises(WebSocketDisconnect) as exc:
-            while True:
-                ws.receive_json()
-        assert exc.value.code == 1008 and exc.value.reason == "password changed"
+        closed = wait_closed(ws)
+        assert closed.code == 1008 and closed.reason == "password changed"
 
 
 def test_revoking_one_key_keeps_the_other_sockets(client: Any, operator: Dict[str, str]) -> None:
@@ -118,10 +133,8 @@ def test_revoking_one_key_keeps_the_other_sockets(client: Any, operator: Dict[st
         with client.websocket_connect("/ws", headers={"X-API-Key": first["api_key"]}) as ended:
             ended.receive_json()
             assert client.delete(f"/api/auth/api-keys/{first['id']}", headers=operator).status_code == 204
-            with pytest.raises(WebSocketDisconnect) as exc:
-                while True:
-                    ended.receive_json()
-            assert exc.value.code == 1008
+            closed = wait_closed(ended)
+            assert closed.code == 1008
         client.post("/api/agents", headers=operator, json={"name": "still-here", "type": "worker"})
         assert kept.receive_json()["type"] == "agent_created"
 
@@ -132,10 +145,8 @@ def test_socket_closed_when_its_token_expires(client: Any, hive_app: Any) -> Non
     started = time.monotonic()
     with client.websocket_connect(f"/ws?ticket={ticket(client, operator)}") as ws:
         ws.receive_json()
-        with pytest.raises(WebSocketDisconnect) as exc:
-            while True:
-                ws.receive_json()
-    assert exc.value.code == 1008 and exc.value.reason == "session expired"
+        closed = wait_closed(ws)
+    assert closed.code == 1008 and closed.reason == "session expired"
     assert time.monotonic() - started < 5
 
 
@@ -154,7 +165,5 @@ def test_revocation_by_another_process_is_seen_by_the_recheck(client: Any, setti
             other.revoke_sessions(user["id"])
         finally:
             other.close()
-        with pytest.raises(WebSocketDisconnect) as exc:
-            while True:
-                ws.receive_json()
-        assert exc.value.code == 1008 and exc.value.reason == "session revoked"
+        closed = wait_closed(ws)
+        assert closed.code == 1008 and closed.reason == "session revoked"
