@@ -178,6 +178,9 @@ def test_list_and_revoke_own_api_keys(client: Any, operator: Dict[str, str], vie
     assert client.delete(f"/api/admin/users/{vid}/api-keys/{other['id']}", headers=admin).status_code == 204
     assert status(client, {"X-API-Key": other["api_key"]}) == 401
     assert len([line for line in lines_with(settings, "AccountChange") if "action=api-key-revoke" in line]) == 2
+    created = [line for line in lines_with(settings, "AccountChange") if "action=api-key-create" in line]
+    assert len(created) == 3 and "bound_to_session=True" in created[0]
+    assert all(k["api_key"] not in "\n".join(audit_lines(settings)) for k in (one, two, other))
 
 
 def test_revoke_sessions_ends_tokens_and_every_key(client: Any, admin: Dict[str, str], operator: Dict[str, str], settings: Any) -> None:

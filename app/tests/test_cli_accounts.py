@@ -43,6 +43,8 @@ def test_revoke_sessions(env: Dict[str, str], settings: Any, client: Any) -> Non
     viewer = login(client, "viewer")
     client.post("/api/auth/api-keys", headers=viewer, json={"name": "a"})
     host_key = run_json(env, "--create-api-key", "--user", "viewer")["api_key"]
+    assert any("action=api-key-create" in line and "via=cli" in line for line in audit_lines(settings))
+    assert host_key not in "\n".join(audit_lines(settings))
     out = run_json(env, "--revoke-sessions", "viewer")
     assert out["changed"] is True and out["api_keys_revoked"] == 2
     assert status(client, viewer) == 401 and status(client, {"X-API-Key": host_key}) == 401

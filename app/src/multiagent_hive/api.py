@@ -536,6 +536,8 @@ class HiveApp:
         meta = self.store.create_api_key(
             user["id"], body.name, self.api_keys.digest(key), key[:12], user.get("session_generation")
         )
+        self.audit.event("AccountChange", self._ip(request), user, action="api-key-create", target=user["pseudonym"],
+                         key_id=meta["id"], bound_to_session=user.get("session_generation") is not None)
         return _json({"api_key": key, **meta}, 201)
 
     async def admin_users(self, request: Request) -> Response:

@@ -118,6 +118,7 @@ def cmd_ensure_user(args: argparse.Namespace) -> Dict[str, Any]:
 
 
 def cmd_create_api_key(args: argparse.Namespace) -> Dict[str, Any]:
+    from .logs import AuditLog
     from .security import ApiKeys
     from .store import Store
 
@@ -134,6 +135,12 @@ def cmd_create_api_key(args: argparse.Namespace) -> Dict[str, Any]:
             raise CommandError(f"user {args.user} does not exist")
         key = keys.new()
         meta = store.create_api_key(user["id"], args.key_name, keys.digest(key), key[:12])
+        audit = AuditLog(settings, sink=store.insert_audit)
+        try:
+            audit.event("AccountChange", "127.0.0.1", None, action="api-key-create", target=user["pseudonym"],
+                        key_id=meta["id"], via="cli")
+        finally:
+            audit.close()
         return {"changed": True, "message": f"created API key for {args.user}", "api_key": key, **meta}
     finally:
         store.close()
