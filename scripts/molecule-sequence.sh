@@ -28,10 +28,11 @@ run_logged() { # name, command...: run, keep the full log, fail on failure
 # The runs of site.yml use Mitogen, as ansible.cfg does outside Molecule. Molecule writes its
 # own ansible.cfg, whose strategy stays Ansible's linear: its podman driver's create and destroy
 # playbooks wait on `async` jobs, and with Mitogen those never reported done (seen here).
-# Mitogen is chosen where it was verified, the default scenario's SSH; the registry scenario
-# (podman connection, no registry here to try it) keeps linear. ANSIBLE_STRATEGY overrides.
+# Mitogen is chosen where it was verified, the SSH of the locally built scenarios (default,
+# debian11); the registry scenario (podman connection, no registry here to try it) keeps linear.
+# ANSIBLE_STRATEGY overrides.
 case "$scenario" in
-  default) site_strategy=mitogen_linear ;;
+  default | debian11) site_strategy=mitogen_linear ;;
   *) site_strategy=linear ;;
 esac
 converge() { ANSIBLE_STRATEGY=${ANSIBLE_STRATEGY:-$site_strategy} molecule converge -s "$scenario" "$@"; }
@@ -49,8 +50,10 @@ scripts/ssh-key.sh >/dev/null
 step syntax;      run_logged syntax molecule syntax -s "$scenario"
 step destroy;     run_logged destroy-before molecule destroy -s "$scenario"
 # Instances with fixed addresses (host_vars) need their network made with that subnet first.
+network() { podman network exists "$1" || podman network create --subnet "$2" "$1" >/dev/null; }
 case "$scenario" in
-  default) podman network exists hub-molecule || podman network create --subnet 10.89.200.0/24 hub-molecule >/dev/null ;;
+  default) network hub-molecule 10.89.200.0/24 ;;
+  debian11) network hub-molecule-debian11 10.89.201.0/24 ;;
 esac
 step create;      run_logged create molecule create -s "$scenario"
 step prepare;     run_logged prepare molecule prepare -s "$scenario"
@@ -64,7 +67,10 @@ if [ -f molecule/shared/inject-drift.yml ]; then
   step drift-inject; run_logged drift-inject molecule side-effect -s "$scenario"
   step drift-detect; run_logged drift-detect converge -- --check --diff
   scripts/drift-report.py "$logs/drift-detect.ansible.log" --expect-all
-  step drift-repair; run_logged drift-repair converge
+  # What no run repairs by itself (a lost admin password file) comes with the operator's step,
+  # in the same ansible-playbook call (drifts.yml: operator_step).
+  mapfile -t operator_steps < <(scripts/drift-report.py --operator-steps | sed "s|^|$here/|")
+  step drift-repair; run_logged drift-repair converge -- "${operator_steps[@]}"
   scripts/recap.py "$logs/drift-repair.ansible.log" >/dev/null
   step drift-rerun;  run_logged drift-rerun converge
   scripts/recap.py "$logs/drift-rerun.ansible.log" --expect-unchanged
