@@ -64,6 +64,8 @@ def test_login_gets_503_with_retry_after_when_the_pool_is_full(client: Any, hive
     resp = client.post("/api/auth/login", json={"username": "admin", "password": PASSWORDS["admin"]})
     assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
     assert resp.json()["error"] == "server busy"
+    # Refused before the body is read: even a body that is not JSON gets the 503.
+    assert client.post("/api/auth/login", content=b"{", headers={"Content-Type": "application/json"}).status_code == 503
     passwords.limit = 1
     assert client.post("/api/auth/login", json={"username": "admin", "password": PASSWORDS["admin"]}).status_code == 200
 

@@ -509,6 +509,9 @@ class HiveApp:
         if not self.login_limit.allow(bucket):
             self._rate_limited(ip, request.url.path, self.login_limit)
             raise ApiError(429, "too many login attempts", headers={"Retry-After": str(self.login_limit.retry_after(bucket))})
+        # A full hashing pool refuses before the body is even read: under a login flood the
+        # 503s must cost the event loop next to nothing (measured: docs/benchmarks.md).
+        self.passwords.check_capacity()
         body = await self.read_model(request, Login)
         row = self.store.user_by_name(body.username)
         # Per-account backoff of this source, checked before any argon2 work (sessions.LoginBackoff).

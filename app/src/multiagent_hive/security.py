@@ -85,6 +85,11 @@ class Passwords:
         """Hashes running or waiting in the pool."""
         return self._in_flight
 
+    def check_capacity(self) -> None:
+        """Raise HashingBusy now if a hash would be refused: lets a caller skip its other work."""
+        if self._in_flight >= self.limit:
+            raise HashingBusy(retry_after=1)
+
     async def hash_async(self, password: str) -> str:
         """hash() in the pool; raises HashingBusy when the pool and its queue are full."""
         return await self._offload(self.hash, password)
