@@ -398,6 +398,7 @@ def test_status_counts_match_the_database_without_scanning_it(settings: Any) -> 
                 hive.create_task(f"t{i}", "low", [], None)
             hive.create_task("never", "low", [{"name": "nobody", "min_proficiency": 0.0}], None)
             await asyncio.sleep(0.05)
+            assert hive.status()["agents"]["by_state"] == {"idle": 0, "busy": 1}
             assert gate.event is not None
             gate.event.set()
             await asyncio.sleep(0.2)
@@ -405,6 +406,7 @@ def test_status_counts_match_the_database_without_scanning_it(settings: Any) -> 
             store.counts_by_state = None  # type: ignore[method-assign]  # status() must not scan
             by_state = hive.status()["tasks"]["by_state"]
             assert {k: v for k, v in by_state.items() if v} == real == {"Completed": 4, "Pending": 1}
+            assert hive.status()["agents"] == {"total": 1, "by_state": {"idle": 1, "busy": 0}}
         finally:
             await hive.stop()
             store.close()

@@ -406,9 +406,8 @@ class Hive:
         return list(itertools.islice(self.agents.values(), offset, offset + limit))
 
     def status(self) -> Dict[str, Any]:
-        agents_by_state = {state: 0 for state in AGENT_STATES}
-        for agent in self.agents.values():
-            agents_by_state[agent["state"]] = agents_by_state.get(agent["state"], 0) + 1
+        # Every agent is idle (and then in self.idle) or busy: counted without a walk over them.
+        agents_by_state = {IDLE: len(self.idle), BUSY: len(self.agents) - len(self.idle)}
         tasks = self.task_counts if self.task_counts is not None else self.store.counts_by_state("tasks")
         return {
             "agents": {"total": len(self.agents), "by_state": agents_by_state},
