@@ -119,7 +119,8 @@ def test_disable_and_enable(client: Any, admin: Dict[str, str], operator: Dict[s
     assert status(client, operator) == 401
     assert status(client, {"X-API-Key": jwt_key}) == 401
     assert status(client, {"X-API-Key": host_key}) == 401
-    assert client.post("/api/auth/login", json={"username": "operator", "password": PASSWORDS["operator"]}).status_code == 401
+    refused = client.post("/api/auth/login", json={"username": "operator", "password": PASSWORDS["operator"]})
+    assert refused.status_code == 401 and refused.json()["detail"] == "invalid credentials"  # the password is not confirmed
     assert any("account%20disabled" in line for line in lines_with(settings, "UnauthorizedAccess"))
     users = {u["username"]: u for u in client.get("/api/admin/users", headers=admin).json()["users"]}
     assert users["operator"]["disabled"] is True

@@ -521,7 +521,11 @@ class HiveApp:
         ok = await self.passwords.verify_async(row["password_hash"] if row else None, body.password)
         if not ok or row is None or row["disabled"]:
             delay = self.backoff.failed(body.username, bucket)
-            error = self._unauthorized(request, "account disabled" if ok and row else "invalid credentials", row)
+            # The client learns nothing more than "invalid credentials" (a right password for a
+            # disabled account is not confirmed); the audit line says which.
+            self.audit.event("UnauthorizedAccess", ip, row, method=request.method, path=request.url.path,
+                             detail="account disabled" if ok and row else "invalid credentials")
+            error = ApiError(401, "unauthorized", "invalid credentials", headers={"WWW-Authenticate": "Bearer"})
             if delay > 0:
                 self.audit.event("LoginBackoff", ip, row, path=request.url.path, retry_after=str(int(delay)))
             raise error
