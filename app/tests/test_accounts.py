@@ -311,3 +311,18 @@ def test_search_for_a_token_is_redacted_in_the_audit_log(client: Any, viewer: Di
     token = viewer["Authorization"].split(" ", 1)[1]
     assert client.get("/api/agents", params={"query": "select " + token[:150] + " from x"}, headers=viewer).status_code in (200, 422)
     assert token[:150] not in "\n".join(audit_lines(settings))
+
+
+def test_backoff_block_audited_once_per_window() -> None:
+    from multiagent_hive.sessions import BACKOFF_FREE_FAILURES, LoginBackoff
+
+    now = [50.0]
+    backoff = LoginBackoff(clock=lambda: now[0])
+    for _ in range(BACKOFF_FREE_FAILURES):
+        backoff.failed("a", "192.0.2.1")
+    assert backoff.should_audit_block("a", "192.0.2.1") is True
+    assert backoff.should_audit_block("a", "192.0.2.1") is False  # same window
+    now[0] += 2
+    backoff.failed("a", "192.0.2.1")
+    assert backoff.should_audit_block("a", "192.0.2.1") is True  # a new window
+    assert backoff.should_audit_block("b", "192.0.2.1") is False  # nothing recorded

@@ -69,7 +69,7 @@ class LoginBackoff:
         if entry is None:
             if len(self.entries) >= BACKOFF_MAX_ENTRIES:
                 self._prune(now)
-            entry = self.entries[key] = [0.0, now, now]
+            entry = self.entries[key] = [0.0, now, float("-inf")]
         entry[0] += 1
         entry[1] = now
         return self.delay_after(int(entry[0]))
