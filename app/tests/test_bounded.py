@@ -443,3 +443,45 @@ def test_a_full_task_queue_refuses_new_tasks_with_503(env: Dict[str, str]) -> No
     finally:
         app.audit.close()
         app.store.close()
+
+
+def test_agent_search_from_memory_equals_the_database_search(client: Any, hive_app: Any, operator: Dict[str, str]) -> None:
+    for name, kind in (("Alpha one", "worker"), ("beta_two", "coordinator"), ("GAMMA-3", "specialist:nlp"),
+                       ("alphabet", "learner"), ("x%y", "worker")):
+        assert client.post("/api/agents", headers=operator, json={"name": name.replace("%", "_"), "type": kind}).status_code == 201
+    for query in ("alpha", "ALPHA", "a", "_", "%", "-3", "nlp", "work", "zzz", "", "beta_", "Specialist:"):
+        for limit, offset in ((100, 0), (1, 1), (2, 0)):
+            resp = client.get("/api/agents", headers=operator, params={"query": query, "limit": limit, "offset": offset})
+            assert resp.status_code == 200
+            assert resp.json()["agents"] == hive_app.store.search_agents(query, limit, offset), query
+
+
+def test_data_export_runs_off_the_event_loop(client: Any, hive_app: Any, operator: Dict[str, str]) -> None:
+    seen: List[str] = []
+    real = hive_app.store.export_user
+
+    def spy(user_id: int) -> Any:  # the shared connection must not be used for the export
+        seen.append("shared")
+        return real(user_id)
+
+    hive_app.store.export_user = spy
+    from multiagent_hive import store as store_module
+
+    original = store_module.Store.export_user
+
+    def export_in(self: Any, user_id: int) -> Any:
+        try:
+            asyncio.get_running_loop()
+            seen.append("event loop")
+        except RuntimeError:  # no loop runs in this thread: a worker thread
+            seen.append("thread")
+        return original(self, user_id)
+
+    store_module.Store.export_user = export_in  # type: ignore[method-assign]
+    try:
+        assert client.post("/api/tasks", headers=operator, json={"description": "exported"}).status_code == 201
+        data = client.get("/api/users/me/data", headers=operator).json()
+    finally:
+        store_module.Store.export_user = original  # type: ignore[method-assign]
+    assert data["user"]["username"] == "operator" and data["tasks"][0]["priority"] == "medium"
+    assert "exported_at" in data and seen == ["thread"]

@@ -582,7 +582,7 @@ class HiveApp:
             self.audit.event(
                 "SuspiciousActivity", self._ip(request), user, path=request.url.path, detail="injection-like query", query=query
             )
-        return _json({"agents": self.store.search_agents(query, limit, offset)})
+        return _json({"agents": self.hive.search_agents(query, limit, offset)})
 
     def _agent_or_404(self, agent_id: str) -> Dict[str, Any]:
         agent = self.hive.agents.get(agent_id) if UUID_RE.fullmatch(agent_id) else None
@@ -632,16 +632,27 @@ class HiveApp:
         self.authenticate(request)
         return _json(self.hive.status())
 
+    def _export(self, user_id: int) -> Response:
+        """The GDPR export, read on a connection of its own and rendered in a worker thread: a
+        user with tens of thousands of agents and tasks must not hold the event loop, nor the
+        shared connection's lock (WAL lets this reader run beside the service's writes)."""
+        reader = Store(self.settings.database_path, self.settings.database_encryption_key)
+        try:
+            data = reader.export_user(user_id)
+        finally:
+            reader.close()
+        for task in data["tasks"]:
+            task.update(public_task(task))
+        data["exported_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return _json(data)
+
     async def my_data(self, request: Request) -> Response:
         user = self.authenticate(request)
         ip = self._ip(request)
         if request.method == "GET":
-            data = self.store.export_user(user["id"])
-            for task in data["tasks"]:
-                task.update(public_task(task))
+            response = await asyncio.get_running_loop().run_in_executor(None, self._export, user["id"])
             self.audit.event("DataExport", ip, user)
-            data["exported_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            return _json(data)
+            return response
         if user["role"] == "admin" and self.store.count_admins() <= 1:
             raise ApiError(409, "the last admin account cannot be erased", "create another admin first")
         counts = self.store.erase_user(user["id"])
