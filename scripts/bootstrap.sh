@@ -52,10 +52,12 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   echo "bootstrap: creating the controller venv (.venv) with $python ($("$python" -V 2>&1))"
   "$python" -m venv .venv
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -r requirements.txt
+  # The app (with the targets' exact pins) first, then the controller's tools: constraints.txt
+  # pins click for the targets' uvicorn, older than check-jsonschema needs on the controller.
   if [ -f app/pyproject.toml ]; then
     .venv/bin/pip install -q -c app/constraints.txt -e './app[test]'
   fi
+  .venv/bin/pip install -q -r requirements.txt
   echo "$want" >"$stamp"
 fi
 echo "bootstrap: ok ($(.venv/bin/ansible --version | head -n1))"
