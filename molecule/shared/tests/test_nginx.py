@@ -402,7 +402,7 @@ def test_websocket_round_trip(host: Any, edge_client: Any, admin_token: str) -> 
     assert ticket not in log and admin_token not in log and "/ws?" not in log
 
 
-# rate limit (last: it exhausts the login bucket of its own source address) ------------------
+# rate limits (last: they exhaust the login budget of their own source addresses) ----------------
 @pytest.mark.checklist("PRE-NET-4")
 def test_login_rate_limited_by_nginx(host: Any, edge_client: Any) -> None:
     source = loopback_source()
@@ -420,3 +420,39 @@ def test_login_rate_limited_by_nginx(host: Any, edge_client: Any) -> None:
     # nginx's own answer (the app's 429 is JSON), with the security headers.
     assert "429 Too Many Requests" in resp.body and "nginx" in resp.body, resp.body
     assert_security_headers(resp.headers, "429")
+
+
+@pytest.mark.checklist("PRE-NET-4")
+def test_login_rate_limit_keys_on_the_ipv6_64(host: Any) -> None:
+    """Two addresses of one IPv6 /64 share nginx's login budget (one host holds a whole /64);
+    an address of another /64 has its own. Documentation-prefix addresses are put on lo for the
+    test and removed afterwards."""
+    if "listen [::]:443" not in site_conf(host):
+        pytest.skip("nginx does not listen on IPv6 here (hub_nginx_listen_ipv6)")
+    prefix = f"2001:db8:{random.randint(1, 0xffff):x}:{random.randint(1, 0xffff):x}"
+    first, second = f"{prefix}::a", f"{prefix}:1:2:3:4"
+    other = f"2001:db8:{random.randint(1, 0xffff):x}:{random.randint(1, 0xffff):x}::a"
+    added: List[str] = []
+    try:
+        with host.sudo():
+            for address in (first, second, other):
+                if host.run(f"ip -6 addr add {address}/128 dev lo nodad").rc != 0:
+                    pytest.skip("cannot add IPv6 test addresses on lo here (no CAP_NET_ADMIN or no IPv6)")
+                added.append(address)
+
+        def codes(source: str, count: int) -> List[str]:
+            loop = (
+                f"for i in $(seq 1 {count}); do "
+                f"c=$(curl -sk -g --interface {source} -o /dev/null -w '%{{http_code}}' "
+                "'https://[::1]/api/auth/login'); echo $c; [ \"$c\" = 429 ] && break; done; true"
+            )
+            return host.check_output(loop).split()
+
+        exhausted = codes(first, 60)
+        assert exhausted[-1] == "429" and len(exhausted) > 2, exhausted
+        assert codes(second, 1) == ["429"], "another address of the same /64 got its own budget"
+        assert codes(other, 1) != ["429"], "an address of another /64 was throttled"
+    finally:
+        with host.sudo():
+            for address in added:
+                host.run(f"ip -6 addr del {address}/128 dev lo")
