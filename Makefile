@@ -7,7 +7,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 INVENTORY ?= inventories/local
 SCENARIO ?= default
 
-.PHONY: help bootstrap images deploy destroy test lint unit molecule verify drift bench upgrade-test
+.PHONY: help bootstrap images deploy destroy test lint unit molecule verify drift bench upgrade-test distribution-tests
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,10 @@ drift: bootstrap ## what differs from the playbook on INVENTORY (check mode, sum
 
 upgrade-test: images ## releases: upgrade with data kept, rollback of a release that cannot start or migrate, downgrade refused (one Debian 12 host)
 	scripts/upgrade-test.sh
+
+distribution-tests: images ## a host rebuilt as Debian 13 under its old name, and a Debian 12 host upgraded to 13 in place, re-converge
+	scripts/rebuilt-host.sh
+	scripts/upgrade-distribution.sh
 
 bench: bootstrap ## the app load benchmark (figures, not a test); bench/README.md lists the others
 	python bench/app_load.py
