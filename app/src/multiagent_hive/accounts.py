@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set
 
 from pydantic import BaseModel, Field, field_validator
 from starlette.requests import Request
@@ -379,7 +379,8 @@ class Accounts:
                 timeout = WS_RECHECK_SECONDS
                 if session.session_exp is not None:
                     timeout = max(0.0, min(timeout, session.session_exp - time.time()))
-                done, _ = await asyncio.wait({getter, receiver, ender}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                waiting: "Set[asyncio.Future[Any]]" = {getter, receiver, ender}
+                done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if receiver in done:
                     break
                 if ender in done or not done:
