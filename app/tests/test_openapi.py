@@ -53,7 +53,7 @@ def test_an_undeclared_route_is_refused() -> None:
         raise AssertionError("an undeclared route was published")
 
 
-def _schemathesis(base: str, token: str, *selection: str) -> "subprocess.CompletedProcess[str]":
+def _schemathesis(workdir: Path, base: str, token: str, *selection: str) -> "subprocess.CompletedProcess[str]":
     st = Path(sys.executable).parent / "st"
     assert st.exists(), "schemathesis is missing: install the app's test extras (make bootstrap)"
     command: List[str] = [
@@ -62,7 +62,8 @@ def _schemathesis(base: str, token: str, *selection: str) -> "subprocess.Complet
         "--checks", CHECKS, "--max-examples", str(MAX_EXAMPLES), "--seed", "20261126",
         "--request-timeout", "10", "--no-color", *selection,
     ]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+    # Its example database (.schemathesis/) goes to the test's own directory, not the checkout.
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=workdir)
 
 
 def test_schemathesis_finds_no_5xx_and_no_contract_break(tmp_path: Path) -> None:
@@ -70,8 +71,8 @@ def test_schemathesis_finds_no_5xx_and_no_contract_break(tmp_path: Path) -> None
     with live_server(tmp_path, LOGIN_BURST=1000, LOGIN_RATE_PER_MINUTE=6000) as live:
         started = time.monotonic()
         results = [
-            _schemathesis(live.base, live.token("admin"), "--exclude-path-regex", SESSION_ENDING),
-            _schemathesis(live.base, live.token("admin"), "--include-path-regex", SESSION_ENDING),
+            _schemathesis(tmp_path, live.base, live.token("admin"), "--exclude-path-regex", SESSION_ENDING),
+            _schemathesis(tmp_path, live.base, live.token("admin"), "--include-path-regex", SESSION_ENDING),
         ]
         elapsed = time.monotonic() - started
         server_log = (tmp_path / "server.out").read_text()
