@@ -7,6 +7,10 @@
                                         also check that every drift listed in FILE (default
                                         molecule/shared/drifts.yml, what inject-drift.yml did)
                                         was reported on every host
+    drift-report.py --operator-steps [--drifts FILE]
+                                        print the playbooks an operator runs with the repair
+                                        run (a drift's `operator_step`: what no run repairs by
+                                        itself, such as a lost admin password), one per line
 
 LOG is ansible-playbook's output or its ANSIBLE_LOG_PATH file (Molecule's boxed output works too).
 
@@ -270,6 +274,9 @@ def load_drifts(path: Path) -> List[Dict[str, Any]]:
     for drift in drifts:
         if not isinstance(drift, dict) or not drift.get("id") or not drift.get("match"):
             raise ValueError(f"{path}: each drift needs an id and a match list: {drift!r}")
+        step = drift.get("operator_step")
+        if step is not None and (not isinstance(step, str) or not (ROOT / step).is_file()):
+            raise ValueError(f"{path}: drift {drift['id']}: operator_step {step!r} is not a playbook here")
         for alt in drift["match"]:
             if not isinstance(alt, dict) or not set(alt) <= {"path", "task", "item", "text"} or not alt:
                 raise ValueError(
@@ -302,12 +309,25 @@ def reported(drift: Dict[str, Any], changes: List[Change]) -> Optional[Change]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("log")
+    parser.add_argument("log", nargs="?")
+    parser.add_argument("--operator-steps", action="store_true",
+                        help="print the operator_step playbooks of --drifts and exit")
     parser.add_argument("--expect-all", action="store_true",
                         help="exit 1 unless every drift in --drifts was reported on every host")
     parser.add_argument("--drifts", default=str(DRIFTS))
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
+    if args.operator_steps:
+        try:
+            drifts = load_drifts(Path(args.drifts))
+        except (OSError, ValueError) as exc:
+            print(f"drift-report: {exc}", file=sys.stderr)
+            return 2
+        for step in dict.fromkeys(d["operator_step"] for d in drifts if d.get("operator_step")):
+            print(step)
+        return 0
+    if not args.log:
+        parser.error("LOG is required")
     try:
         with open(args.log, encoding="utf-8", errors="replace") as handle:
             run = parse(handle.readlines())

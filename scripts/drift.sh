@@ -21,7 +21,8 @@ name=$(basename "${inventory%/}")
 name=${name%.yml}
 name=${name%.yaml}
 mkdir -p reports
-log="reports/drift-$name-$(date -u +%Y%m%dT%H%M%SZ).log"
+# DRIFT_LOG: where to keep the full log (scripts/operator-path.sh reads it again).
+log=${DRIFT_LOG:-reports/drift-$name-$(date -u +%Y%m%dT%H%M%SZ).log}
 echo "drift: $name: ansible-playbook --check --diff (full log: $log)"
 rc=0
 ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 \

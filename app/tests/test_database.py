@@ -196,7 +196,10 @@ def test_ensure_user_reads_password_from_stdin_or_file(inited: Dict[str, str], t
     pw = tmp_path / "pw"
     pw.write_text("a-file-password-123\n")
     assert run_ok(inited, "--ensure-user", "carol", "--role", "viewer", "--password-file", str(pw))["changed"]
-    assert cli(inited, "--ensure-user", "dave", "--role", "viewer").returncode == 2
+    missing = cli(inited, "--ensure-user", "dave", "--role", "viewer")
+    assert missing.returncode == 2 and "--password-file" in missing.stderr
+    # hub_app's probe "does the admin exist" (saved password file lost): no password, no change.
+    assert run_ok(inited, "--ensure-user", "alice", "--role", "admin") == {**again, "changed": False}
     assert cli(inited, "--ensure-user", "bad name!", "--role", "viewer", "--password-file", str(pw)).returncode == 2
     # there is no way to pass a password on the command line
     assert cli(inited, "--ensure-user", "eve", "--role", "viewer", "--password", "x" * 20).returncode == 2

@@ -160,9 +160,22 @@ def test_injected_drifts_and_their_list_agree():
 
 
 def test_a_real_drift_run_reports_every_injected_drift(capsys):
-    """drift-debian12.log: site.yml --check --diff on a Debian 12 host after inject-drift.yml
-    (recorded with --skip-tags post-audit-1: the app's health wait fails while it is stopped)."""
+    """drift-debian12.log: `make drift` (site.yml --check --diff) on the local Debian 12 target,
+    reached over SSH, right after inject-drift.yml made every drift of drifts.yml at once
+    (scripts/operator-path.sh): every one is named, and no task failed on the drift it reports."""
+    drifts = dr.load_drifts(DRIFTS)
+    assert len(drifts) >= 12
     code, out = run_main(capsys, DATA / "drift-debian12.log", "--expect-all", "--drifts", DRIFTS)
     assert code == 0, out
-    assert "expected drifts reported: 10/10" in out
+    assert f"expected drifts reported: {len(drifts)}/{len(drifts)}" in out
+    assert "FAILED" not in out and "failed=0 unreachable=0" in out
     assert run_main(capsys, DATA / "drift-debian12.log")[0] == 3
+
+
+def test_operator_steps_are_listed_once_and_must_exist(tmp_path, capsys):
+    code, out = run_main(capsys, "--operator-steps")
+    assert code == 0 and out.splitlines() == ["playbooks/reset-admin-password.yml"]
+    bad = tmp_path / "drifts.yml"
+    bad.write_text("drifts:\n  - id: x\n    operator_step: playbooks/nope.yml\n    match: [{path: /etc/x}]\n")
+    assert dr.main(["--operator-steps", "--drifts", str(bad)]) == 2
+    assert "operator_step 'playbooks/nope.yml' is not a playbook here" in capsys.readouterr().err
