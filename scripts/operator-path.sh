@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# The operator's path over SSH, end to end, on the built-in local target (hub-provision-local),
+# which Ansible and the verification suite reach over SSH through the roles' own firewall (ufw
+# LIMIT on 22/tcp, the fail2ban sshd jail), as an operator reaches a production host:
+#   make deploy (first converge); make verify twice back to back; every drift of
+#   molecule/shared/drifts.yml injected at once; make drift (exit 3, every drift named, no failed
+#   task); one repair run (site.yml, plus the operator steps the drift list names, e.g. the admin
+#   password reset); a run that changes nothing; make verify; make destroy.
+# Each step's new SSH connections to the target are counted from its sshd log and printed
+# (reports/operator-path/connections.txt); docs/operators.md has the figures.
+#   scripts/operator-path.sh          (KEEP=1 keeps the target afterwards)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+export PATH="$here/.venv/bin:$PATH"
+export CONTAINERS_CONF="$here/images/containers.conf"
+export ANSIBLE_CONFIG="$here/ansible.cfg"
+target=hub-provision-local
+inventory=inventories/local
+logs="$here/reports/operator-path"
+rm -rf "$logs"
+mkdir -p "$logs"
+counts="$logs/connections.txt"
+start=$(date +%s)
+
+step() { printf '\n=== operator-path: %s (%s)\n' "$1" "$(date -u +%H:%M:%S)"; }
+# From sshd's own log (read with podman exec, which is not an SSH connection; the roles set
+# LogLevel VERBOSE): new TCP connections from the controller, and accepted logins, since a moment.
+# The controller's connections come from the gateway of the target's network (the subnet of
+# scripts/local-target.sh).
+controller=10.89.210.1
+conns_since() {
+  podman exec "$target" journalctl -q -o cat --since "@$1" 2>/dev/null |
+    grep -c "^Connection from $controller port " || true
+}
+logins_since() {
+  podman exec "$target" journalctl -q -o cat --since "@$1" 2>/dev/null |
+    grep -cE '^Accepted (publickey|password|keyboard-interactive)' || true
+}
+# name, expected exit status (a make target's: its recipe's), command...: run it, keep its log,
+# count its SSH logins.
+run() {
+  local name=$1 want=$2 since t0 rc=0 n c
+  shift 2
+  step "$name"
+  since=$(date +%s)
+  t0=$since
+  "$@" >"$logs/$name.log" 2>&1 || rc=$?
+  # make exits 2 whatever its recipe exited with; the recipe's own status is on make's last line.
+  if [ "$1" = make ] && [ "$rc" -ne 0 ]; then
+    rc=$(grep -oE '^make: \*\*\* \[.*\] Error [0-9]+$' "$logs/$name.log" | tail -n 1 | grep -oE '[0-9]+$' || echo "$rc")
+  fi
+  sleep 1 # sshd's journal lines of the last login
+  n=$(logins_since "$since")
+  c=$(conns_since "$since")
+  # sshd logs "Connection from" only at LogLevel VERBOSE, which the first converge sets midway.
+  [ "$c" -ge "$n" ] || c=$n
+  printf '%-14s exit=%s  new ssh connections=%s (logins %s)  %ss  (%s)\n' \
+    "$name" "$rc" "$c" "$n" "$(( $(date +%s) - t0 ))" "$*" | tee -a "$counts"
+  if [ "$rc" != "$want" ]; then
+    tail -n 60 "$logs/$name.log"
+    echo "operator-path: FAILED: $name exited $rc, expected $want (full log: $logs/$name.log)" >&2
+    exit 1
+  fi
+}
+
+cleanup() {
+  if [ "${KEEP:-0}" != 1 ]; then
+    step destroy
+    make --no-print-directory destroy >"$logs/destroy.log" 2>&1 || tail -n 20 "$logs/destroy.log"
+  fi
+}
+trap cleanup EXIT
+
+# A target left by an earlier run would not be a first converge.
+make --no-print-directory destroy >/dev/null 2>&1 || true
+run deploy 0 make --no-print-directory deploy
+scripts/recap.py "$logs/deploy.log" | grep -v '^    ' || true
+run verify-1 0 make --no-print-directory verify INVENTORY="$inventory"
+run verify-2 0 make --no-print-directory verify INVENTORY="$inventory"
+grep -E '^(PASS|FAIL):' "$logs/verify-2.log" || true
+
+run drift-inject 0 ansible-playbook -i "$inventory" molecule/shared/inject-drift.yml
+# make drift exits 3 (drift found, nothing failed); every listed drift must be named.
+run drift-detect 3 env DRIFT_LOG="$logs/drift-detect.ansible.log" \
+  make --no-print-directory drift INVENTORY="$inventory"
+grep -v '^  ' "$logs/drift-detect.log" | grep -v '^make' || true
+scripts/drift-report.py "$logs/drift-detect.ansible.log" --expect-all | grep 'expected drifts'
+if grep -q 'FAILED' "$logs/drift-detect.log"; then
+  echo "operator-path: a task FAILED in the drift run" >&2
+  exit 1
+fi
+
+# The repair: one ansible-playbook run of site.yml and the drift list's operator steps.
+mapfile -t steps < <(scripts/drift-report.py --operator-steps)
+run drift-repair 0 ansible-playbook -i "$inventory" playbooks/site.yml "${steps[@]}"
+scripts/recap.py "$logs/drift-repair.log" >/dev/null
+run drift-rerun 0 make --no-print-directory deploy
+scripts/recap.py "$logs/drift-rerun.log" --expect-unchanged
+run verify-3 0 make --no-print-directory verify INVENTORY="$inventory"
+grep -E '^(PASS|FAIL):' "$logs/verify-3.log" || true
+
+# The firewall's view of the whole path: the most new connections from the controller within
+# any 30 s (ufw's LIMIT rejects the 6th). Every step above passed, so none was rejected; this
+# shows the margin.
+peak=$(podman exec "$target" journalctl -q -o short-unix --since "@$start" |
+  awk -v c="Connection from $controller port " 'index($0, c) { print int($1) }' |
+  python3 -c 'import sys
+t = sorted(int(x) for x in sys.stdin)
+print(max((sum(1 for u in t if s <= u < s + 30) for s in t), default=0))')
+echo "most new SSH connections from the controller within 30 s: $peak (ufw LIMIT rejects the 6th)" |
+  tee -a "$counts"
+echo
+cat "$counts"
+if [ "$peak" -ge 6 ]; then
+  echo "operator-path: $peak new SSH connections within 30 s: the firewall would refuse the 6th" >&2
+  exit 1
+fi
+echo "operator-path passed in $(( $(date +%s) - start ))s"
