@@ -122,7 +122,8 @@ podman restart "$host" >/dev/null
 inv=$(scripts/dev-target.sh up "$host")
 echo "booted in $((SECONDS - t0)) s: Python $(host_python) (was $python_before);" \
   "before the re-run the service is $(on_host systemctl is-active ai-orchestrator || true)," \
-  "the current release's interpreter $(on_host test -x /opt/ai-orchestrator/current/venv/bin/python && echo is there || echo is GONE)"
+  "the current release $(on_host /opt/ai-orchestrator/current/venv/bin/python -c 'import multiagent_hive' 2>/dev/null &&
+    echo still imports the app || echo no longer imports the app \(its venv was made for Python "$python_before"\))"
 
 say "re-run site.yml"
 if ! converge "$work/3-converge.log"; then
