@@ -8,6 +8,7 @@
 #   1.1.0  a compatible migration N+1             -> upgraded, agent kept, backup present;
 #                                                    re-run and --check: changed=0; old releases pruned
 #   1.0.0  again (schema N+1 > N)                 -> refused before anything is touched
+# Every deploy has load-balancer hooks that record on the host when they ran.
 #   scripts/upgrade-test.sh            UPGRADE_TEST_HOST=name to pick the host's name, KEEP=1 to keep it
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -73,7 +74,30 @@ deploy() { # deploy SOURCE_DIR LOG [extra ansible args]: the rolling-upgrade pla
   local key
   key=$(basename "$src")
   ansible-playbook -i "$inv" playbooks/upgrade.yml -e "hub_app_source_dir=$src" \
-    -e "hub_app_wheelhouse_cache_dir=$cache/$key" -e hub_app_upgrade_health_timeout=20 "$@" >"$log" 2>&1
+    -e "hub_app_wheelhouse_cache_dir=$cache/$key" -e hub_app_upgrade_health_timeout=20 \
+    -e "hub_app_upgrade_lb_drain_tasks=$work/lb-drain.yml" -e "hub_app_upgrade_lb_restore_tasks=$work/lb-restore.yml" \
+    "$@" >"$log" 2>&1
+}
+# A stand-in load balancer: the hooks append to a file on the host what they saw.
+lb_hooks() {
+  cat >"$work/lb-drain.yml" <<'EOF'
+---
+- name: Test balancer | take the host out
+  ansible.builtin.shell: echo "drain $(readlink /opt/ai-orchestrator/current)" >> /run/upgrade-test-lb.log
+  changed_when: true
+EOF
+  cat >"$work/lb-restore.yml" <<'EOF'
+---
+- name: Test balancer | put the host back once healthy
+  ansible.builtin.shell: >-
+    echo "restore $(readlink /opt/ai-orchestrator/current)
+    $(curl -fsS http://127.0.0.1:8080/api/health)" >> /run/upgrade-test-lb.log
+  changed_when: true
+EOF
+}
+# The last two hook calls were: drain while $1 ran, restore with $2 current and healthy.
+lb_saw() {
+  [ "$(on_host tail -n 2 /run/upgrade-test-lb.log | tr '\n' '|')" = "drain $1|restore $2 {\"status\":\"ok\"}|" ]
 }
 recap() { grep -A1 'PLAY RECAP' "$1" | tail -1; }
 changed_zero() { recap "$1" | grep -q 'changed=0 .*failed=0'; }
@@ -98,6 +122,7 @@ backups() { on_host sh -c 'ls /var/backups/ai-orchestrator/hive_backup_*.db.gz 2
 say "host $host ($image)"
 inv=$(scripts/dev-target.sh up "$host" "$image")
 mkdir -p "$cache"
+lb_hooks
 v100=$(variant v1.0.0 1.0.0 none)
 v101=$(variant v1.0.1-no-start 1.0.1 no-start)
 v102=$(variant v1.0.2-broken-migration 1.0.2 broken-migration)
@@ -127,6 +152,7 @@ check "1.0.0 serves and is healthy" serves 1.0.0
 check "schema $base" schema_is "$base"
 check "the agent is still there" agent_exists
 check "a pre-upgrade backup was taken" test "$(backups)" -gt "$b0"
+check "the balancer hooks drained, then restored once 1.0.0 was healthy again" lb_saw "$release100" "$release100"
 
 say "1.0.2: a release whose migration fails"
 b1=$(backups)
@@ -149,6 +175,8 @@ check "healthy" healthy
 check "schema $((base + 1))" schema_is $((base + 1))
 check "the agent is still there" agent_exists
 check "a pre-upgrade backup was taken" test "$(backups)" -gt "$b2"
+check "the balancer hooks drained 1.0.0, then restored with 1.1.0 healthy" \
+  lb_saw "$release100" "$(on_host readlink /opt/ai-orchestrator/current)"
 check "previous -> 1.0.0" sh -c "[ \"\$(podman exec $host readlink /opt/ai-orchestrator/previous)\" = '$release100' ]"
 check "at most 3 releases kept" test "$(on_host sh -c 'ls -d /opt/ai-orchestrator/releases/*/ | wc -l')" -le 3
 deploy "$v110" "$work/04-rerun.log" || true
