@@ -47,7 +47,7 @@ run() {
   t0=$since
   "$@" >"$logs/$name.log" 2>&1 || rc=$?
   # make exits 2 whatever its recipe exited with; the recipe's own status is on make's last line.
-  if [ "$1" = make ] && [ "$rc" -ne 0 ]; then
+  if [ "$rc" -ne 0 ] && grep -qE '^make: \*\*\* \[.*\] Error [0-9]+$' "$logs/$name.log"; then
     rc=$(grep -oE '^make: \*\*\* \[.*\] Error [0-9]+$' "$logs/$name.log" | tail -n 1 | grep -oE '[0-9]+$' || echo "$rc")
   fi
   sleep 1 # sshd's journal lines of the last login
