@@ -202,8 +202,10 @@ def test_acme_challenge_answered_over_http(host: Any) -> None:
     assert webroot, "no ACME webroot location on port 80"
     token = f"hub-test-{random.randint(0, 10**9)}"
     path = f"{webroot.group(1)}/.well-known/acme-challenge/{token}"
+    # As certbot's webroot plugin does: world-readable challenge files whatever the login umask
+    # (hub_os sets 027 for logins, under which nginx's workers could not read them).
     with host.sudo():
-        host.check_output(f"mkdir -p {shlex.quote(path.rsplit('/', 1)[0])} && echo {token} > {path}")
+        host.check_output(f"umask 022 && mkdir -p {shlex.quote(path.rsplit('/', 1)[0])} && echo {token} > {path}")
     try:
         out = host.check_output(
             f"curl -s -w ' %{{http_code}}' http://127.0.0.1/.well-known/acme-challenge/{token}"
