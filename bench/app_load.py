@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import hubbench as hb  # noqa: E402
+import hubbench as hb
 
 BENCH = Path(__file__).resolve().parent
 WRK_DIR = BENCH / "wrk"
@@ -180,7 +180,7 @@ class Bench:
         self.api_key = self.cli("--create-api-key", "--user", "bench-operator", "--key-name", "bench")["api_key"]
 
     def start(self) -> None:
-        log = open(self.tmp / "hive.stderr", "wb")  # noqa: SIM115 - lives as long as the server
+        log = open(self.tmp / "hive.stderr", "wb")  # lives as long as the server
         self.hive_proc = subprocess.Popen(
             [*self.server_prefix, self.hive, "--config", str(self.config_file), "--env-file", str(self.env_file)],
             stdout=log, stderr=subprocess.STDOUT,
@@ -189,13 +189,13 @@ class Bench:
         self.bare_port = free_port()
         self.bare_proc = subprocess.Popen(
             [*self.server_prefix, sys.executable, str(BENCH / "bare_app.py"), str(self.bare_port)],
-            stdout=subprocess.DEVNULL, stderr=open(self.tmp / "bare.stderr", "wb"),  # noqa: SIM115
+            stdout=subprocess.DEVNULL, stderr=open(self.tmp / "bare.stderr", "wb"),
         )
         self.procs.append(self.bare_proc)
         self.star_port = free_port()
         self.star_proc = subprocess.Popen(
             [*self.server_prefix, sys.executable, str(BENCH / "bare_app.py"), str(self.star_port), "starlette"],
-            stdout=subprocess.DEVNULL, stderr=open(self.tmp / "starlette.stderr", "wb"),  # noqa: SIM115
+            stdout=subprocess.DEVNULL, stderr=open(self.tmp / "starlette.stderr", "wb"),
         )
         self.procs.append(self.star_proc)
         wait_http(f"http://127.0.0.1:{self.star_port}/api/health", self.star_proc)
@@ -296,7 +296,7 @@ class Bench:
         self.list_port = free_port()
         self.list_proc = subprocess.Popen(
             [*self.server_prefix, sys.executable, str(BENCH / "bare_app.py"), str(self.list_port), "agents", str(page_file)],
-            stdout=subprocess.DEVNULL, stderr=open(self.tmp / "list.stderr", "wb"),  # noqa: SIM115
+            stdout=subprocess.DEVNULL, stderr=open(self.tmp / "list.stderr", "wb"),
         )
         self.procs.append(self.list_proc)
         wait_http(f"http://127.0.0.1:{self.list_port}/api/health", self.list_proc)
@@ -304,7 +304,7 @@ class Bench:
             ("starlette GET /api/agents (100)", f"http://127.0.0.1:{self.list_port}{AGENTS_PAGE}", "get.lua", self.list_proc),
             ("hive GET /api/agents (100)", f"http://127.0.0.1:{self.hive_port}{AGENTS_PAGE}", "get_auth.lua", self.hive_proc),
         ]
-        for name, url, script, proc in loads:  # warm-up, not recorded
+        for _name, url, script, proc in loads:  # warm-up, not recorded
             r = self.wrk_run(url, script, a.warmup, proc)
             if proc is self.hive_proc:
                 hive_requests += r["requests"]
@@ -330,7 +330,7 @@ class Bench:
         bare_rss_after = proc_status(self.bare_proc.pid)
         summary = {}
         for name, rs in runs.items():
-            med = lambda key: statistics.median(r[key] for r in rs)  # noqa: E731
+            med = lambda key, rs=rs: statistics.median(r[key] for r in rs)  # noqa: E731
             summary[name] = {
                 "rps": round(med("rps"), 1),
                 "p50_ms": round(med("p50_us") / 1000, 2),
@@ -437,7 +437,7 @@ def latency_stats(samples: List[Tuple[int, float]]) -> Dict[str, Any]:
             "max_ms": round(1000.0 * ok[-1], 2) if ok else None}
 
 
-def health_probe(port: int, seconds: float, out: "multiprocessing.Queue[List[Tuple[int, float]]]") -> None:
+def health_probe(port: int, seconds: float, out: multiprocessing.Queue[List[Tuple[int, float]]]) -> None:
     """GET /api/health every 10 ms for `seconds`, each on a new connection; runs in its own
     process so the login clients' event loop does not delay it."""
     samples: List[Tuple[int, float]] = []
@@ -459,8 +459,8 @@ def health_probe(port: int, seconds: float, out: "multiprocessing.Queue[List[Tup
     out.put(samples)
 
 
-def probe_in_process(port: int, seconds: float) -> Tuple["multiprocessing.Process", "multiprocessing.Queue[List[Tuple[int, float]]]"]:
-    queue: "multiprocessing.Queue[List[Tuple[int, float]]]" = multiprocessing.Queue()
+def probe_in_process(port: int, seconds: float) -> Tuple[multiprocessing.Process, multiprocessing.Queue[List[Tuple[int, float]]]]:
+    queue: multiprocessing.Queue[List[Tuple[int, float]]] = multiprocessing.Queue()
     proc = multiprocessing.Process(target=health_probe, args=(port, seconds, queue), daemon=True)
     proc.start()
     return proc, queue

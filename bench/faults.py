@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Set
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import hubbench as hb  # noqa: E402
+import hubbench as hb
 
 BASE = "https://127.0.0.1"
 HIVE = "/opt/ai-orchestrator/multiagent-hive"
@@ -361,7 +361,7 @@ def main() -> int:
             started = time.monotonic()
             try:
                 results[s] = runners[s]()
-            except Exception as exc:  # a broken scenario is a FAIL with its reason, the others still run
+            except Exception as exc:  # noqa: BLE001 - a broken scenario is a FAIL with its reason, the others still run
                 results[s] = {"pass": False, "error": f"{type(exc).__name__}: {exc}"}
             results[s]["scenario_s"] = round(time.monotonic() - started, 1)
             print(f"{'PASS' if results[s]['pass'] else 'FAIL'}  {s}: "

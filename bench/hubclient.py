@@ -53,7 +53,7 @@ def write(base, seconds, max_requests, threads, prefix):
                     return
                 state["n"] += 1
                 n = state["n"]
-            body = {"name": "%s-%d" % (prefix, n), "type": "worker",
+            body = {"name": f"{prefix}-{n}", "type": "worker",
                     "capabilities": [{"name": "compute", "proficiency": 0.5}]}
             rec = {"n": n, "status": 0, "id": None, "error": None}
             try:
@@ -63,8 +63,8 @@ def write(base, seconds, max_requests, threads, prefix):
                     rec["id"] = json.loads(text)["id"]
                 else:
                     rec["error"] = text[:300]
-            except Exception as exc:  # a refused or reset connection while the app restarts
-                rec["error"] = "%s: %s" % (type(exc).__name__, exc)
+            except (OSError, http.client.HTTPException, ValueError, KeyError) as exc:  # refused, reset or cut off while the app restarts
+                rec["error"] = f"{type(exc).__name__}: {exc}"
             if not rec["id"]:
                 # While the app is down, fail slowly: the request budget is for the writes
                 # after it is back, not for a burst of 502s.
@@ -85,9 +85,9 @@ def ids(base):
     found = []
     offset = 0
     while True:
-        status, text = request(base, "GET", "/api/agents?limit=1000&offset=%d" % offset, timeout=30)
+        status, text = request(base, "GET", f"/api/agents?limit=1000&offset={offset}", timeout=30)
         if status != 200:
-            raise SystemExit("GET /api/agents: %d %s" % (status, text[:200]))
+            raise SystemExit(f"GET /api/agents: {status} {text[:200]}")
         page = json.loads(text)["agents"]
         found += [a["id"] for a in page]
         if len(page) < 1000:

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import hubbench as hb  # noqa: E402
+import hubbench as hb
 
 # variant: (connection, environment over ansible.cfg); the first is the committed setting
 VARIANTS: Dict[str, Tuple[str, Dict[str, str]]] = {

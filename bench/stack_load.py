@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import hubbench as hb  # noqa: E402
+import hubbench as hb
 
 HIVE = "/opt/ai-orchestrator/multiagent-hive"
 CEILING_PORT = 8443
@@ -177,28 +177,28 @@ def main() -> int:
         if created and not args.keep:
             hb.remove([args.container])
             hb.remove_network_if_unused()
-    ceilings: Dict[Any, Optional[float]] = {(l["c"], l["keepalive"]): l["rps"] for l in data["loads"] if "ceiling" in l["load"]}
+    ceilings: Dict[Any, Optional[float]] = {(row["c"], row["keepalive"]): row["rps"] for row in data["loads"] if "ceiling" in row["load"]}
     for load in data["loads"]:
         ceiling = ceilings.get((load["c"], load["keepalive"]))
         load["vs_ceiling"] = round(load["rps"] / ceiling, 3) if ceiling else None
-    app_loads = [l for l in data["loads"] if "ceiling" not in l["load"]]
-    guide = [l for l in app_loads if not l["keepalive"] and l["load"] in ("GET /api/health", "GET /api/agents (API key)")]
+    app_loads = [row for row in data["loads"] if "ceiling" not in row["load"]]
+    guide = [row for row in app_loads if not row["keepalive"] and row["load"] in ("GET /api/health", "GET /api/agents (API key)")]
     result = {
         "benchmark": "stack-load", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python bench/stack_load.py " + " ".join(sys.argv[1:]), "container": args.container,
         "image": hb.IMAGE, "path": "ab in the container -> nginx (TLS, hub site) -> app on 127.0.0.1:8080",
         **data,
         "targets": {
-            "guide_loads_zero_failed": {"pass": all(l["failed"] == 0 and l["non_2xx"] == 0 and l["complete"] == l["n"]
-                                                    for l in guide)},
-            "all_loads_zero_failed": {"pass": all(l["failed"] == 0 and l["non_2xx"] == 0 and l["complete"] == l["n"]
-                                                  for l in data["loads"])},
+            "guide_loads_zero_failed": {"pass": all(row["failed"] == 0 and row["non_2xx"] == 0 and row["complete"] == row["n"]
+                                                    for row in guide)},
+            "all_loads_zero_failed": {"pass": all(row["failed"] == 0 and row["non_2xx"] == 0 and row["complete"] == row["n"]
+                                                  for row in data["loads"])},
         },
     }
     print(f"\n{'load':<30}{'c':>4}{'keep':>6}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'vs ceil':>9}{'failed':>8}{'non2xx':>8}")
-    for l in data["loads"]:
-        print(f"{l['load']:<30}{l['c']:>4}{'yes' if l['keepalive'] else 'no':>6}{l['rps']:>9.0f}"
-              f"{l['p50_ms'] or 0:>8.0f}{l['p99_ms'] or 0:>8.0f}{l['vs_ceiling'] or 0:>9.2f}{l['failed']:>8}{l['non_2xx']:>8}")
+    for row in data["loads"]:
+        print(f"{row['load']:<30}{row['c']:>4}{'yes' if row['keepalive'] else 'no':>6}{row['rps']:>9.0f}"
+              f"{row['p50_ms'] or 0:>8.0f}{row['p99_ms'] or 0:>8.0f}{row['vs_ceiling'] or 0:>9.2f}{row['failed']:>8}{row['non_2xx']:>8}")
     m = data["memory"]
     print(f"\napp RSS after {m['idle_s']} s idle: {m['after_idle']['rss_mb']} MB; after the loads: "
           f"{m['after_load']['rss_mb']} MB (peak {m['after_load']['peak_rss_mb']} MB)")

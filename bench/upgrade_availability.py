@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import hubbench  # noqa: E402
+import hubbench
 
 REPO = hubbench.REPO
 

@@ -25,7 +25,7 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 from checklist.catalog import CATALOG, MANUAL_FIELDS, load_catalog
 

@@ -12,10 +12,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # test executors are importable by name
 
-from multiagent_hive import db  # noqa: E402
-from multiagent_hive.config import Settings, load_settings  # noqa: E402
-from multiagent_hive.security import Passwords  # noqa: E402
-from multiagent_hive.store import Store  # noqa: E402
+from multiagent_hive import db
+from multiagent_hive.config import Settings, load_settings
+from multiagent_hive.security import Passwords
+from multiagent_hive.store import Store
 
 PASSWORDS = {"admin": "admin-password-1", "operator": "operator-password-1", "viewer": "viewer-password-1"}
 CLIENT_IP = "203.0.113.7"

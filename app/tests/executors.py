@@ -14,7 +14,7 @@ class Gate:
     """Holds every task until release() is called."""
 
     def __init__(self) -> None:
-        self.event: "asyncio.Event | None" = None
+        self.event: asyncio.Event | None = None
         self.started: list = []
 
     async def execute(self, task: Dict[str, Any], agent: Dict[str, Any]) -> Dict[str, Any]:

@@ -25,7 +25,7 @@ def free_port() -> int:
 
 
 class Live:
-    def __init__(self, base: str, env: Dict[str, str], proc: "subprocess.Popen[bytes]") -> None:
+    def __init__(self, base: str, env: Dict[str, str], proc: subprocess.Popen[bytes]) -> None:
         self.base = base
         self.env = env
         self.proc = proc

@@ -51,8 +51,10 @@ def test_restored_database_new_user_cannot_take_an_old_token(settings: Any, tmp_
     app = create_app(settings)
     with TestClient(app, client=(CLIENT_IP, 40000)) as c:
         admin = login(c, "admin")
-        assert c.post("/api/admin/users", headers=admin, json={"username": "mallory", "password": "mallory-password-1", "role": "admin"}).status_code == 201
-        mallory = {"Authorization": "Bearer " + c.post("/api/auth/login", json={"username": "mallory", "password": "mallory-password-1"}).json()["access_token"]}
+        mallory_account = {"username": "mallory", "password": "mallory-password-1", "role": "admin"}
+        assert c.post("/api/admin/users", headers=admin, json=mallory_account).status_code == 201
+        token = c.post("/api/auth/login", json={"username": "mallory", "password": "mallory-password-1"}).json()["access_token"]
+        mallory = {"Authorization": "Bearer " + token}
     app.audit.close()
     app.store.close()
     db.restore(settings.database_path, settings.database_encryption_key, backup)

@@ -10,7 +10,7 @@ from typing import Any, Dict
 import jwt
 import pytest
 
-from conftest import CLIENT_IP, PASSWORDS, audit_lines, login
+from conftest import CLIENT_IP, PASSWORDS, audit_lines
 
 
 def lines_with(settings: Any, event: str) -> list:
@@ -51,7 +51,10 @@ def _forge(settings: Any, alg: str, **overrides: Any) -> str:
     store.close()
     assert admin is not None
     now = int(time.time())
-    claims = {"sub": admin["subject"], "gen": admin["token_generation"], "iat": now, "exp": now + 600, "iss": "ai-orchestrator-hub", "aud": "ai-orchestrator-api", "jti": "x"}
+    claims = {
+        "sub": admin["subject"], "gen": admin["token_generation"], "iat": now, "exp": now + 600,
+        "iss": "ai-orchestrator-hub", "aud": "ai-orchestrator-api", "jti": "x",
+    }
     claims.update(overrides)
     if alg == "none":
         header = base64.urlsafe_b64encode(json.dumps({"alg": "none", "typ": "JWT"}).encode()).rstrip(b"=")
@@ -307,8 +310,9 @@ def test_login_rate_limit(client: Any, settings: Any) -> None:
 def test_general_rate_limit(env: Dict[str, str]) -> None:
     from starlette.testclient import TestClient
 
-    from conftest import init_db, settings_from
     from multiagent_hive.api import create_app
+
+    from conftest import init_db, settings_from
 
     env.update(RATE_LIMIT_PER_SECOND="1", RATE_LIMIT_BURST="3")
     s = settings_from(env)

@@ -9,11 +9,12 @@ from typing import Any, Dict, List
 
 import pytest
 
-from conftest import PASSWORDS, settings_from
 from multiagent_hive.security import HashingBusy, Passwords
 
+from conftest import PASSWORDS, settings_from
 
-def _blocking_passwords(env: Dict[str, str], workers: int, queue: int) -> "tuple[Passwords, threading.Event]":
+
+def _blocking_passwords(env: Dict[str, str], workers: int, queue: int) -> tuple[Passwords, threading.Event]:
     settings = settings_from({**env, "ARGON2_WORKERS": str(workers), "ARGON2_QUEUE": str(queue)})
     passwords = Passwords(settings)
     release = threading.Event()
@@ -72,7 +73,6 @@ def test_login_gets_503_with_retry_after_when_the_pool_is_full(client: Any, hive
 
 # -- pathological bodies against the real server ----------------------------------------------
 import json  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Iterator, Optional, Tuple  # noqa: E402
 
 from liveserver import Live, live_server  # noqa: E402
@@ -244,8 +244,9 @@ def test_audit_retention_deletes_only_old_events_in_batches(settings: Any) -> No
 def test_audit_retention_runs_when_the_service_starts(env: Dict[str, str]) -> None:
     from starlette.testclient import TestClient
 
-    from conftest import init_db
     from multiagent_hive.api import create_app
+
+    from conftest import init_db
 
     settings = settings_from({**env, "AUDIT_RETENTION_DAYS": "30"})
     init_db(settings)
@@ -269,8 +270,9 @@ def test_websockets_per_user_are_capped(env: Dict[str, str]) -> None:
     from starlette.testclient import TestClient
     from starlette.websockets import WebSocketDisconnect
 
-    from conftest import init_db, login
     from multiagent_hive.api import create_app
+
+    from conftest import init_db, login
 
     settings = settings_from({**env, "WEBSOCKET_MAX_PER_USER": "2"})
     init_db(settings)
@@ -301,10 +303,11 @@ def test_websockets_per_user_are_capped(env: Dict[str, str]) -> None:
 
 
 def test_unassignable_tasks_cost_nothing_after_their_first_pass(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from executors import Gate
     from multiagent_hive import hive as hive_module
     from multiagent_hive.hive import Hive
     from multiagent_hive.store import Store
+
+    from executors import Gate
 
     calls = [0]
     real_fit = hive_module.fit_score
@@ -383,9 +386,10 @@ def test_hashing_threads_yield_the_cpu_to_the_event_loop(env: Dict[str, str]) ->
 
 
 def test_status_counts_match_the_database_without_scanning_it(settings: Any) -> None:
-    from executors import Gate
     from multiagent_hive.hive import Hive
     from multiagent_hive.store import Store
+
+    from executors import Gate
 
     async def scenario() -> None:
         store = Store(settings.database_path, settings.database_encryption_key)
@@ -417,8 +421,9 @@ def test_status_counts_match_the_database_without_scanning_it(settings: Any) -> 
 def test_a_full_task_queue_refuses_new_tasks_with_503(env: Dict[str, str]) -> None:
     from starlette.testclient import TestClient
 
-    from conftest import init_db, login
     from multiagent_hive.api import create_app
+
+    from conftest import init_db, login
 
     settings = settings_from({**env, "MAX_PENDING_TASKS": "3"})
     init_db(settings)

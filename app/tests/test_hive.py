@@ -34,9 +34,12 @@ def test_fit_score() -> None:
 
 
 def test_task_lifecycle_through_api(client: Any, operator: Dict[str, str], viewer: Dict[str, str]) -> None:
-    weak = client.post("/api/agents", headers=operator, json={"name": "weak", "type": "worker", "capabilities": [{"name": "nlp", "proficiency": 0.6}]}).json()
-    strong = client.post("/api/agents", headers=operator, json={"name": "strong", "type": "specialist:nlp", "capabilities": [{"name": "nlp", "proficiency": 0.95}]}).json()
-    resp = client.post("/api/tasks", headers=operator, json={"description": "summarise the report", "priority": "high", "required_capabilities": [{"name": "nlp", "min_proficiency": 0.5}]})
+    weak_agent = {"name": "weak", "type": "worker", "capabilities": [{"name": "nlp", "proficiency": 0.6}]}
+    strong_agent = {"name": "strong", "type": "specialist:nlp", "capabilities": [{"name": "nlp", "proficiency": 0.95}]}
+    weak = client.post("/api/agents", headers=operator, json=weak_agent).json()
+    strong = client.post("/api/agents", headers=operator, json=strong_agent).json()
+    task_spec = {"description": "summarise the report", "priority": "high", "required_capabilities": [{"name": "nlp", "min_proficiency": 0.5}]}
+    resp = client.post("/api/tasks", headers=operator, json=task_spec)
     assert resp.status_code == 201
     task = resp.json()
     assert task["priority"] == "high"
@@ -54,7 +57,8 @@ def test_task_lifecycle_through_api(client: Any, operator: Dict[str, str], viewe
 
 
 def test_task_waits_for_a_capable_agent(client: Any, operator: Dict[str, str], viewer: Dict[str, str]) -> None:
-    task = client.post("/api/tasks", headers=operator, json={"description": "see", "required_capabilities": [{"name": "vision", "min_proficiency": 0.5}]}).json()
+    task_spec = {"description": "see", "required_capabilities": [{"name": "vision", "min_proficiency": 0.5}]}
+    task = client.post("/api/tasks", headers=operator, json=task_spec).json()
     client.post("/api/agents", headers=operator, json={"name": "blind", "type": "worker"})
     time.sleep(0.1)
     assert client.get(f"/api/tasks/{task['id']}", headers=viewer).json()["state"] == "Pending"

@@ -45,7 +45,8 @@ def nginx_map(variable: str, subject: str, default_vars: Optional[dict] = None) 
             pattern = key[2:] if key.startswith("~*") else key[1:]
             found = re.search(pattern.replace("(?<", "(?P<"), subject, flags)
             if found:
-                return re.sub(r"\$(\w+)", lambda m: found.groupdict().get(m.group(1)) or (default_vars or {}).get(m.group(1), m.group(0)), value)
+                groups = found.groupdict()
+                return re.sub(r"\$(\w+)", lambda m, groups=groups: groups.get(m.group(1)) or (default_vars or {}).get(m.group(1), m.group(0)), value)
     return re.sub(r"\$(\w+)", lambda m: (default_vars or {}).get(m.group(1), m.group(0)), default)
 
 

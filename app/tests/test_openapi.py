@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 from typing import Any, List
 
-from liveserver import live_server
 from multiagent_hive import __version__, openapi
+
+from liveserver import live_server
 
 # Operations that end the fuzzer's own session when they succeed on its own account (erasure,
 # revoking sessions, disabling/deleting/demoting a user id that can be its own): run separately,
@@ -53,7 +54,7 @@ def test_an_undeclared_route_is_refused() -> None:
         raise AssertionError("an undeclared route was published")
 
 
-def _schemathesis(workdir: Path, base: str, token: str, *selection: str) -> "subprocess.CompletedProcess[str]":
+def _schemathesis(workdir: Path, base: str, token: str, *selection: str) -> subprocess.CompletedProcess[str]:
     st = Path(sys.executable).parent / "st"
     assert st.exists(), "schemathesis is missing: install the app's test extras (make bootstrap)"
     command: List[str] = [

@@ -9,7 +9,7 @@ requirements file. `ANSIBLE_STRATEGY=linear` turns Mitogen off for a run.
 from __future__ import annotations
 
 try:
-    from ansible_mitogen.plugins.strategy.mitogen_linear import StrategyModule  # noqa: F401
+    from ansible_mitogen.plugins.strategy.mitogen_linear import StrategyModule
 except ImportError as exc:
     from ansible.plugins.strategy.linear import StrategyModule  # noqa: F401
     from ansible.utils.display import Display

@@ -10,7 +10,6 @@ import time
 import uuid
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Protocol, Set, Tuple
 
-
 from .schemas import PRIORITIES, PRIORITY_NAMES
 from .store import Store, utcnow
 
@@ -117,9 +116,9 @@ class Hive:
         self.fresh_tasks: List[Dict[str, Any]] = []
         self.seq = itertools.count()
         self.listeners: Set[Listener] = set()
-        self.running: Set["asyncio.Task[None]"] = set()
+        self.running: Set[asyncio.Task[None]] = set()
         self.wakeup: Optional[asyncio.Event] = None
-        self.dispatcher: Optional["asyncio.Task[None]"] = None
+        self.dispatcher: Optional[asyncio.Task[None]] = None
         self.started_at = time.time()
         self.completed = 0
         self.failed = 0
@@ -388,7 +387,7 @@ class Hive:
                 result = await self.executor.execute(dict(task), dict(agent))
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever an executor raises fails its task, not the dispatcher
                 LOG.warning("task %s failed on agent %s: %s", task["id"], agent["id"], exc)
                 self._set_task(task, FAILED, error=str(exc)[:500] or type(exc).__name__)
                 self.failed += 1

@@ -72,7 +72,7 @@ _QUERY_PARAM_RE = re.compile(r"([?&][^=&\s\"]{0,64}=)([^&\s\"]*)")
 _SECRET_NAME_RE = re.compile(r"token|ticket|key|secret|password|auth", re.I)
 
 
-def _param(match: "re.Match[str]") -> str:
+def _param(match: re.Match[str]) -> str:
     return match.group(1) + "[redacted]" if _SECRET_NAME_RE.search(match.group(1)) else match.group(0)
 
 

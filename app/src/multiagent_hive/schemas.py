@@ -3,7 +3,7 @@
 pydantic evaluates these annotations at runtime, so they use typing.List/Optional (Python 3.9)."""
 import json
 import re
-from typing import Any, Annotated, Dict, List, Optional
+from typing import Annotated, Any, Dict, List, Optional
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 

@@ -9,7 +9,7 @@ from typing import Any, List, Optional
 import uvicorn
 
 from .config import Settings
-from .db import DatabaseError, SCHEMA_VERSION, schema_version
+from .db import SCHEMA_VERSION, DatabaseError, schema_version
 from .logs import setup_logging
 from .sdnotify import notify
 
@@ -29,7 +29,7 @@ class NotifyingServer(uvicorn.Server):
             import asyncio
 
             asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.on_hup)
-            notify("READY=1\nSTATUS=listening on %s:%s" % (self.config.host, self.config.port))
+            notify(f"READY=1\nSTATUS=listening on {self.config.host}:{self.config.port}")
             LOG.warning("multiagent-hive listening on %s:%s", self.config.host, self.config.port)
 
     def handle_exit(self, sig: int, frame: Any) -> None:

@@ -4,13 +4,12 @@ WebSockets that are closed when the credential behind them expires or is revoked
 All state here is in memory and bounded: one process serves the API."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
-
-import asyncio
 
 # Login backoff: this many failures of one account from one source are free; after that each
 # attempt waits BACKOFF_BASE * 2^(n - FREE) seconds after the last failure, at most BACKOFF_MAX.
@@ -147,7 +146,7 @@ class SocketSession:
     generation: int
     session_exp: Optional[float]  # wall clock; None for an API key
     key_digest: Optional[str]
-    ended: "asyncio.Event" = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = ""
 
     def end(self, reason: str) -> None:

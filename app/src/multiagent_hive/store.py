@@ -6,9 +6,8 @@ import json
 import os
 import secrets
 import threading
-from typing import Any, Dict, Iterator, List, Optional, Tuple
-
 from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from . import db
 from .security import new_pseudonym
