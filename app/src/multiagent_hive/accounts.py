@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Union
 
 from pydantic import BaseModel, Field, field_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .ratelimit import client_bucket
@@ -90,11 +90,11 @@ class WsTicketOut(BaseModel):
 class Accounts:
     """The routes below need HiveApp's authentication, body parsing and audit log."""
 
-    def __init__(self, app: "HiveApp") -> None:
+    def __init__(self, app: HiveApp) -> None:
         self.app = app
         self.store = app.store
 
-    def routes(self) -> List[BaseRoute]:
+    def routes(self) -> List[Union[Route, WebSocketRoute]]:
         return [
             Route("/api/auth/password", self.change_password, methods=["POST"]),
             Route("/api/auth/api-keys", self.my_api_keys, methods=["GET"]),
@@ -311,7 +311,7 @@ class Accounts:
             return "session revoked"
         return ""
 
-    def _ws_credential(self, websocket: WebSocket) -> "tuple[Optional[SocketSession], str, bool]":
+    def _ws_credential(self, websocket: WebSocket) -> tuple[Optional[SocketSession], str, bool]:
         """(session, reason, offered_subprotocol). A ticket comes from `?ticket=` or an offered
         subprotocol `wst_...`; without one, `Authorization: Bearer` / `X-API-Key` headers (for
         clients that can send headers). A JWT in `?token=` is refused: it would be logged."""
@@ -355,7 +355,7 @@ class Accounts:
 
     async def _stream(self, websocket: WebSocket, session: SocketSession) -> None:
         app = self.app
-        queue: "asyncio.Queue[Optional[str]]" = asyncio.Queue(maxsize=app.settings.websocket_queue_size)
+        queue: asyncio.Queue[Optional[str]] = asyncio.Queue(maxsize=app.settings.websocket_queue_size)
 
         def listener(event: Dict[str, Any]) -> None:
             try:
@@ -370,7 +370,7 @@ class Accounts:
         app.hive.listeners.add(listener)
         receiver = asyncio.ensure_future(self._drain(websocket))
         ender = asyncio.ensure_future(session.ended.wait())
-        getter: "Optional[asyncio.Future[Optional[str]]]" = None
+        getter: Optional[asyncio.Future[Optional[str]]] = None
         try:
             await websocket.send_text(json.dumps({"type": "status", "data": app.hive.status()}))
             while True:
@@ -379,7 +379,7 @@ class Accounts:
                 timeout = WS_RECHECK_SECONDS
                 if session.session_exp is not None:
                     timeout = max(0.0, min(timeout, session.session_exp - time.time()))
-                waiting: "Set[asyncio.Future[Any]]" = {getter, receiver, ender}
+                waiting: Set[asyncio.Future[Any]] = {getter, receiver, ender}
                 done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if receiver in done:
                     break

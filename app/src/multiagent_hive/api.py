@@ -9,14 +9,15 @@ import json
 import logging
 import re
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Dict, List, Optional, Tuple, Type
+from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, Type, Union
 
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import Message, Receive, Scope, Send
 
 from . import __version__, db, openapi
 from .accounts import Accounts
@@ -27,10 +28,10 @@ from .ratelimit import TokenBuckets, client_bucket
 from .schemas import (
     AgentCreate,
     ApiKeyCreate,
+    BadJson,
     Login,
     TaskCreate,
     UserCreate,
-    BadJson,
     first_error,
     is_suspicious,
     parse_json,
@@ -42,9 +43,6 @@ from .store import Store
 
 LOG = logging.getLogger("multiagent_hive.api")
 
-Scope = Dict[str, Any]
-Receive = Callable[[], Awaitable[Dict[str, Any]]]
-Send = Callable[[Dict[str, Any]], Awaitable[None]]
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 API_KEY_TOUCH_SECONDS = 60.0
 HEALTH_PATH = "/api/health"
@@ -107,7 +105,7 @@ class HiveApp:
         self.sockets = OpenSockets()
         self.accounts = Accounts(self)
 
-        routes = [
+        routes: List[Union[Route, WebSocketRoute]] = [
             Route(HEALTH_PATH, self.health, methods=["GET"]),
             Route("/api/auth/login", self.login, methods=["POST"]),
             Route("/api/auth/api-keys", self.create_api_key, methods=["POST"]),
@@ -251,7 +249,7 @@ class HiveApp:
         started = time.perf_counter()
         status_holder = [500]
 
-        async def send_wrapper(message: Dict[str, Any]) -> None:
+        async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder[0] = message["status"]
             await send(message)
@@ -293,7 +291,7 @@ class HiveApp:
         if now - self._db_checked_at >= HEALTH_DB_CACHE_SECONDS:
             try:
                 self._db_ok = self.store.ping()
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any database failure is an unhealthy answer, never a 500
                 LOG.error("health check: database error: %s", exc)
                 self._db_ok = False
             self._db_checked_at = now

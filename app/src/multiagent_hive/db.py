@@ -9,7 +9,10 @@ import shutil
 import tempfile
 from typing import Any, Dict, FrozenSet, List, Optional, Tuple
 
-from sqlcipher3 import dbapi2 as sqlite
+from sqlcipher3 import dbapi2
+
+# The driver is part of this module's interface: the API handles its DatabaseError (507/503).
+sqlite = dbapi2
 
 PLAINTEXT_HEADER = b"SQLite format 3\x00"
 
@@ -205,7 +208,7 @@ def migrate(conn: Any) -> List[int]:
         raise DatabaseError(
             f"database schema version {current} is newer than this release ({SCHEMA_VERSION})"
         )
-    applied = []
+    applied: List[int] = []
     for version, description, statements in MIGRATIONS:
         if version <= current:
             continue

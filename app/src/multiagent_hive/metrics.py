@@ -62,7 +62,7 @@ class RequestMetrics:
         from prometheus_client import Counter, Histogram, values
 
         # Bound here rather than at import, so the directory comes from the settings.
-        values.ValueClass = values.MultiProcessValue()
+        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
         self.requests = Counter(
             "hive_http_requests",
             "HTTP requests by method, route and status",
@@ -102,9 +102,9 @@ class RequestMetrics:
             # (prometheus_client is pinned in app/constraints.txt; test_metrics_flush checks).
             child = self.latency.labels(method, route)
             child._sum.inc(sums[0])
-            for bucket, count in zip(child._buckets, sums[1:]):
-                if count:
-                    bucket.inc(count)
+            for bucket, observed in zip(child._buckets, sums[1:]):
+                if observed:
+                    bucket.inc(observed)
 
     def audit_event(self, event: str) -> None:
         self.audit.labels(event).inc()
@@ -137,12 +137,12 @@ class DatabaseCollector:
                 task_counts = self.store.counts_by_state("tasks")
                 user_count = self.store.one("SELECT count(*) AS n FROM users")["n"]
                 size.add_metric([], self.store.size_bytes())
-            except Exception as exc:  # a missing or locked db is a scrape result, not a crash
+            except Exception as exc:  # noqa: BLE001 - a missing or locked db is a scrape result, not a crash
                 LOG.warning("database not readable: %s", exc)
                 if self.store is not None:
                     try:
                         self.store.close()
-                    except Exception:
+                    except Exception:  # noqa: BLE001 - dropping a broken handle; the scrape reports down either way
                         pass
                     self.store = None
                 up.add_metric([], 0)
@@ -169,7 +169,8 @@ class ServiceCollector:
         if not os.path.isdir(self.path):
             return iter(())
         files = glob.glob(os.path.join(self.path, "*.db"))
-        return MultiProcessCollector.merge(files, accumulate=True)
+        merged: Iterable[Any] = MultiProcessCollector.merge(files, accumulate=True)  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
+        return merged
 
 
 def build_registry(settings: Settings) -> Any:
