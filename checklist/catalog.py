@@ -11,7 +11,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Set, Tuple, cast
 
 import yaml
 
@@ -65,7 +65,8 @@ def load_catalog(path: Path = CATALOG) -> List[Dict[str, Any]]:
     for index, item in enumerate(data["items"]):
         if not isinstance(item, dict) or "id" not in item:
             raise CatalogError(f"{path}: item #{index} has no id")
-    return data["items"]
+    items: List[Dict[str, Any]] = data["items"]
+    return items
 
 
 def catalog_problems(items: List[Dict[str, Any]]) -> List[str]:
@@ -127,7 +128,7 @@ def _marks_in(node: ast.AST) -> Iterator[ast.Call]:
     for sub in nodes:
         if isinstance(sub, ast.Call) and _is_checklist_mark(sub.func):
             yield sub
-        elif _is_checklist_mark(sub) and id(sub) not in called:
+        elif isinstance(sub, ast.Attribute) and _is_checklist_mark(sub) and id(sub) not in called:
             # A bare `@pytest.mark.checklist` with no ID: reported as an error by _ids_of.
             yield ast.Call(func=sub, args=[], keywords=[], lineno=getattr(sub, "lineno", 0))
 
@@ -218,7 +219,7 @@ def _any_tag(loader: yaml.SafeLoader, _suffix: str, node: yaml.Node) -> Any:
         return loader.construct_scalar(node)
     if isinstance(node, yaml.SequenceNode):
         return loader.construct_sequence(node)
-    return loader.construct_mapping(node)
+    return loader.construct_mapping(cast(yaml.MappingNode, node))  # the only other kind of node
 
 
 _AnyTagLoader.add_multi_constructor("!", _any_tag)
@@ -294,9 +295,9 @@ def scan_role_tasks(roles_dir: Path = ROLES_DIR) -> List[TaskRef]:
             with open(path, encoding="utf-8") as handle:
                 files[path.name] = yaml.load(handle, Loader=_AnyTagLoader)  # a SafeLoader subclass
         # Tags handed down to each file; a file imported from several places keeps what they share.
-        handed: Dict[str, Optional[set]] = {name: None for name in files}
+        handed: Dict[str, Optional[Set[str]]] = {name: None for name in files}
         for _ in range(len(files) + 1):
-            incoming: Dict[str, List[set]] = {}
+            incoming: Dict[str, List[Set[str]]] = {}
             for name, data in files.items():
                 imports: List[Tuple[str, Tuple[str, ...]]] = []
                 base = tuple(sorted(handed[name] or ()))

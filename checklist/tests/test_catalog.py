@@ -5,7 +5,7 @@ import os
 import re
 import textwrap
 from pathlib import Path
-from typing import List, Tuple
+from typing import Any, Dict, List, Tuple
 
 import pytest
 
@@ -20,12 +20,12 @@ POST_ITEM_RE = re.compile(r"^# ((?:Test|Check|Verify|Monitor) .+)$")
 
 
 @pytest.fixture(scope="module")
-def items():
+def items() -> List[Dict[str, Any]]:
     return cat.load_catalog()
 
 
 @pytest.fixture(scope="module")
-def scan():
+def scan() -> cat.MarkerScan:
     return cat.scan_markers()
 
 
@@ -59,11 +59,11 @@ def guide_items(text: str) -> List[Tuple[str, str]]:
     return found
 
 
-def test_catalog_is_well_formed(items):
+def test_catalog_is_well_formed(items: List[Dict[str, Any]]) -> None:
     assert cat.catalog_problems(items) == []
 
 
-def test_catalog_has_every_guide_item_with_its_wording():
+def test_catalog_has_every_guide_item_with_its_wording() -> None:
     guide = next((p for p in GUIDE_CANDIDATES if p is not None and p.is_file()), None)
     if guide is None:
         pytest.skip("the deployment guide is not beside the repository (../shared/)")
@@ -77,7 +77,7 @@ def test_catalog_has_every_guide_item_with_its_wording():
     assert listed == expected, "catalog order differs from the guide's"
 
 
-def test_items_beyond_the_guide_are_marked_and_referenced(items):
+def test_items_beyond_the_guide_are_marked_and_referenced(items: List[Dict[str, Any]]) -> None:
     beyond = [i for i in items if i.get("beyond_guide")]
     assert beyond, "the catalog lists no item beyond the guide"
     for item in beyond:
@@ -86,7 +86,7 @@ def test_items_beyond_the_guide_are_marked_and_referenced(items):
     assert len(cat.guide_items(items)) == len(items) - len(beyond)
 
 
-def test_catalog_problems_checks_beyond_guide_items():
+def test_catalog_problems_checks_beyond_guide_items() -> None:
     base = {"id": "PRE-HARD-1", "section": "Beyond the guide / x", "item": "y"}
     assert cat.catalog_problems([dict(base, beyond_guide=True, controls=["NIST-800-53:SC-8"])]) == []
     assert cat.catalog_problems([dict(base, beyond_guide=True, controls=["ISO27001:A.8.9"])]) == [
@@ -97,16 +97,16 @@ def test_catalog_problems_checks_beyond_guide_items():
     ]
 
 
-def test_marker_arguments_are_literal_ids(scan):
+def test_marker_arguments_are_literal_ids(scan: cat.MarkerScan) -> None:
     assert scan.errors == []
 
 
-def test_every_marker_names_a_catalog_item(items, scan):
+def test_every_marker_names_a_catalog_item(items: List[Dict[str, Any]], scan: cat.MarkerScan) -> None:
     _, unknown = cat.coverage_problems(items, scan)
     assert unknown == []
 
 
-def test_every_automated_item_has_a_test(items, scan):
+def test_every_automated_item_has_a_test(items: List[Dict[str, Any]], scan: cat.MarkerScan) -> None:
     untested, _ = cat.coverage_problems(items, scan)
     assert untested == [], (
         f"{len(untested)} automated item(s) without a test marked @pytest.mark.checklist(ID) "
@@ -114,17 +114,17 @@ def test_every_automated_item_has_a_test(items, scan):
     )
 
 
-def test_manual_items_are_not_claimed_by_tests(items, scan):
+def test_manual_items_are_not_claimed_by_tests(items: List[Dict[str, Any]], scan: cat.MarkerScan) -> None:
     assert cat.manual_on_tested(items, scan) == []
 
 
-def test_every_manual_item_says_what_evidence_is_attested(items):
+def test_every_manual_item_says_what_evidence_is_attested(items: List[Dict[str, Any]]) -> None:
     manual = [i for i in items if i.get("manual")]
     assert manual, "the guide has process items (DPIA, risk assessment): some must be manual"
     assert all(str(i.get("evidence", "")).strip() for i in manual)
 
 
-def test_role_tasks_name_catalog_ids_and_carry_their_tag(items):
+def test_role_tasks_name_catalog_ids_and_carry_their_tag(items: List[Dict[str, Any]]) -> None:
     refs = cat.scan_role_tasks()
     assert cat.task_problems(refs, [i["id"] for i in items]) == []
 
@@ -132,8 +132,8 @@ def test_role_tasks_name_catalog_ids_and_carry_their_tag(items):
 # The checks above rely on these helpers; each is shown to catch what it is for.
 
 
-def test_catalog_problems_catches_bad_items():
-    bad = [
+def test_catalog_problems_catches_bad_items() -> None:
+    bad: List[Dict[str, Any]] = [
         {"id": "PRE-NET-1", "section": "s", "item": "i", "controls": []},
         {"id": "PRE-NET-1", "section": "s", "item": "i", "controls": []},
         {"id": "pre-net-2", "section": "s", "item": "i"},
@@ -148,7 +148,7 @@ def test_catalog_problems_catches_bad_items():
     assert "PRE-NET-4: 'evidence' on an automated item" in problems
 
 
-def test_marker_scan_reads_functions_classes_and_pytestmark(tmp_path):
+def test_marker_scan_reads_functions_classes_and_pytestmark(tmp_path: Path) -> None:
     (tmp_path / "test_a.py").write_text(textwrap.dedent('''
         import pytest
         from pytest import mark
@@ -181,7 +181,7 @@ def test_marker_scan_reads_functions_classes_and_pytestmark(tmp_path):
     }
 
 
-def test_marker_scan_rejects_what_it_cannot_check(tmp_path):
+def test_marker_scan_rejects_what_it_cannot_check(tmp_path: Path) -> None:
     (tmp_path / "test_b.py").write_text(textwrap.dedent('''
         import pytest
         ID = "PRE-NET-1"
@@ -208,12 +208,12 @@ def test_marker_scan_rejects_what_it_cannot_check(tmp_path):
     assert "not_a_test, which is not a test" in errors
 
 
-def test_coverage_finds_untested_items_and_unknown_ids(tmp_path):
+def test_coverage_finds_untested_items_and_unknown_ids(tmp_path: Path) -> None:
     (tmp_path / "test_c.py").write_text(
         'import pytest\n@pytest.mark.checklist("PRE-NET-1", "PRE-NOPE-9")\ndef test_x():\n    pass\n'
     )
     scan = cat.scan_markers(tmp_path)
-    items = [
+    items: List[Dict[str, Any]] = [
         {"id": "PRE-NET-1"},
         {"id": "PRE-NET-2"},
         {"id": "PRE-GDPR-1", "manual": True},
@@ -223,7 +223,7 @@ def test_coverage_finds_untested_items_and_unknown_ids(tmp_path):
     assert len(unknown) == 1 and "PRE-NOPE-9" in unknown[0]
 
 
-def test_task_scan_checks_ids_and_tags(tmp_path):
+def test_task_scan_checks_ids_and_tags(tmp_path: Path) -> None:
     tasks = tmp_path / "hub_x" / "tasks"
     tasks.mkdir(parents=True)
     (tasks / "main.yml").write_text(textwrap.dedent('''
@@ -257,7 +257,7 @@ def test_task_scan_checks_ids_and_tags(tmp_path):
     assert "PRE-BOGUS-1, not in the catalog" in problems[1]
 
 
-def test_task_scan_follows_imports_not_plain_includes(tmp_path):
+def test_task_scan_follows_imports_not_plain_includes(tmp_path: Path) -> None:
     tasks = tmp_path / "hub_y" / "tasks"
     tasks.mkdir(parents=True)
     (tasks / "main.yml").write_text(textwrap.dedent('''

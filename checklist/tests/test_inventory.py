@@ -5,13 +5,15 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
+from typing import Any, Dict
 
 import pytest
 
 from checklist import inventory
 
 
-def listed(**hostvars):
+def listed(**hostvars: Dict[str, Any]) -> Dict[str, Any]:
     return {
         "_meta": {"hostvars": hostvars},
         "all": {"children": ["hub"]},
@@ -19,7 +21,7 @@ def listed(**hostvars):
     }
 
 
-def test_ssh_hosts_get_their_connection_settings_and_sudo_only_when_becoming_another_user():
+def test_ssh_hosts_get_their_connection_settings_and_sudo_only_when_becoming_another_user() -> None:
     out = inventory.summarise(listed(
         a={"ansible_host": "192.0.2.10", "ansible_user": "deploy", "ansible_become": True,
            "ansible_port": 2222, "ansible_ssh_private_key_file": "~/.ssh/fleet",
@@ -43,7 +45,7 @@ def test_ssh_hosts_get_their_connection_settings_and_sudo_only_when_becoming_ano
     assert ssh["b"]["HostName"] == "b" and ssh["b"]["ProxyJump"] == "jump"
 
 
-def test_relative_key_paths_are_made_absolute_from_the_working_directory(tmp_path, monkeypatch):
+def test_relative_key_paths_are_made_absolute_from_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     out = inventory.summarise(listed(h={"ansible_ssh_private_key_file": ".cache/ssh/id"}))
     assert dict(out["hosts"][0]["ssh"])["IdentityFile"] == str(tmp_path / ".cache/ssh/id")
@@ -57,13 +59,13 @@ def test_relative_key_paths_are_made_absolute_from_the_working_directory(tmp_pat
     ({"ansible_ssh_pass": "secret"}, "password login"),
     ({"ansible_connection": "winrm"}, "not supported"),
 ])
-def test_values_that_cannot_become_ssh_settings_are_named(hostvars, message):
+def test_values_that_cannot_become_ssh_settings_are_named(hostvars: Dict[str, Any], message: str) -> None:
     with pytest.raises(inventory.InventoryError) as err:
         inventory.summarise(listed(h=hostvars))
     assert message in str(err.value) and "secret" not in str(err.value)
 
 
-def test_ssh_config_multiplexes_every_host_and_keeps_the_operators_config():
+def test_ssh_config_multiplexes_every_host_and_keeps_the_operators_config() -> None:
     out = inventory.summarise(listed(
         a={"ansible_host": "192.0.2.10"},
         ct={"ansible_connection": "containers.podman.podman", "ansible_host": "hub-ct"},
@@ -79,7 +81,7 @@ def test_ssh_config_multiplexes_every_host_and_keeps_the_operators_config():
 
 
 @pytest.mark.skipif(shutil.which("ssh") is None, reason="no ssh client")
-def test_ssh_reads_the_written_config(tmp_path):
+def test_ssh_reads_the_written_config(tmp_path: Path) -> None:
     """`ssh -G` (print the configuration, connect nowhere) resolves a host through the file."""
     listing = tmp_path / "inventory.json"
     listing.write_text(json.dumps(listed(
@@ -105,7 +107,7 @@ def test_ssh_reads_the_written_config(tmp_path):
     assert any(line.startswith(f"controlpath {tmp_path}/") for line in resolved), resolved
 
 
-def test_main_exits_1_with_the_reason(tmp_path, capsys):
+def test_main_exits_1_with_the_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     listing = tmp_path / "inventory.json"
     listing.write_text(json.dumps(listed(h={"ansible_ssh_common_args": "-X"})))
     assert inventory.main([str(listing)]) == 1

@@ -7,13 +7,15 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 
 from checklist import inventory, report
 from checklist.catalog import ROOT
 
-ITEMS = [
+ITEMS: List[Dict[str, Any]] = [
     {"id": "PRE-NET-1", "section": "Pre / Network", "item": "Configure firewall rules",
      "controls": ["ISO27001:A.8.20"]},
     {"id": "PRE-ACC-2", "section": "Pre / Access", "item": "Configure SSH key-based authentication",
@@ -28,12 +30,12 @@ ITEMS = [
 ]
 
 
-def rec(ids, host, outcome, message="", test="test_x"):
+def rec(ids: List[str], host: Optional[str], outcome: str, message: str = "", test: str = "test_x") -> Dict[str, Any]:
     return {"nodeid": f"t.py::{test}[{host}]", "test": test, "ids": ids, "host": host,
             "outcome": outcome, "message": message}
 
 
-RESULTS = {"results": [
+RESULTS: Dict[str, Any] = {"results": [
     rec(["PRE-NET-1"], "ct-a", "passed", test="test_ufw"),
     rec(["PRE-NET-1"], "ct-b", "passed", test="test_ufw"),
     rec(["PRE-ACC-2"], "ct-a", "passed", test="test_sshd"),
@@ -45,12 +47,12 @@ RESULTS = {"results": [
 ATTESTED = {"PRE-GDPR-1": {"by": "DPO", "date": "2026-01-15", "reference": "DPIA-7"}}
 
 
-def build(results=RESULTS, attestations=ATTESTED):
+def build(results: Dict[str, Any] = RESULTS, attestations: Any = ATTESTED) -> Dict[str, Any]:
     return report.build(ITEMS, results, attestations, ["host-a", "host-b"], "prod",
                         {"ct-a": "host-a", "ct-b": "host-b"}, "reports/x.xml")
 
 
-def test_statuses_per_item_and_host():
+def test_statuses_per_item_and_host() -> None:
     out = build()
     by_id = {e["id"]: e for e in out["items"]}
     assert by_id["PRE-NET-1"]["status"] == "PASS"
@@ -70,20 +72,20 @@ def test_statuses_per_item_and_host():
     assert out["totals"] == {"PASS": 1, "FAIL": 2, "SKIP": 1, "MANUAL": 2, "attested": 1, "not_attested": 1}
 
 
-def test_a_controller_side_test_counts_for_every_host():
+def test_a_controller_side_test_counts_for_every_host() -> None:
     results = {"results": [rec(["PRE-SRV-4"], None, "passed")] + RESULTS["results"]}
     by_id = {e["id"]: e for e in build(results)["items"]}
     assert by_id["PRE-SRV-4"]["status"] == "PASS"
 
 
-def test_error_in_setup_is_a_failure():
+def test_error_in_setup_is_a_failure() -> None:
     results = {"results": [rec(["PRE-NET-1"], "ct-a", "error", "setup: ConnectionError"),
                            rec(["PRE-NET-1"], "ct-b", "passed")]}
     by_id = {e["id"]: e for e in build(results)["items"]}
     assert by_id["PRE-NET-1"]["status"] == "FAIL"
 
 
-def test_markdown_lists_failures_and_unattested_items_first():
+def test_markdown_lists_failures_and_unattested_items_first() -> None:
     md = report.markdown(build())
     assert md.startswith("# Compliance report: prod\n")
     assert "**FAIL: PASS 1, FAIL 2, SKIP 1, MANUAL 2 (attested 1, not attested 1)**" in md
@@ -117,12 +119,12 @@ def test_markdown_lists_failures_and_unattested_items_first():
         (["PRE-ISO-2"], "hub_attestations must be a mapping"),
     ],
 )
-def test_bad_attestations_are_named(attestations, message):
+def test_bad_attestations_are_named(attestations: Any, message: str) -> None:
     errors = report.validate_attestations(attestations, ITEMS, today=dt.date(2026, 6, 1))
     assert any(message in e for e in errors), errors
 
 
-def test_good_attestations_pass():
+def test_good_attestations_pass() -> None:
     assert report.validate_attestations(ATTESTED, ITEMS, today=dt.date(2026, 6, 1)) == []
     assert report.validate_attestations({}, ITEMS) == []
     # YAML may hand over a date object rather than a string.
@@ -130,7 +132,7 @@ def test_good_attestations_pass():
     assert report.validate_attestations(dated, ITEMS, today=dt.date(2026, 6, 1)) == []
 
 
-def write_inputs(tmp_path, attestations):
+def write_inputs(tmp_path: Path, attestations: Any) -> Tuple[Path, Path, Path]:
     catalog = tmp_path / "catalog.yml"
     catalog.write_text(json.dumps({"items": ITEMS}))  # JSON is YAML
     results = tmp_path / "results.json"
@@ -144,7 +146,7 @@ def write_inputs(tmp_path, attestations):
     return catalog, results, summary
 
 
-def test_cli_writes_markdown_and_json_and_exits_1_on_fail(tmp_path, capsys):
+def test_cli_writes_markdown_and_json_and_exits_1_on_fail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     catalog, results, summary = write_inputs(tmp_path, ATTESTED)
     out = tmp_path / "reports" / "compliance-prod"
     code = report.main(["--catalog", str(catalog), "--results", str(results), "--inventory",
@@ -160,7 +162,7 @@ def test_cli_writes_markdown_and_json_and_exits_1_on_fail(tmp_path, capsys):
     assert (tmp_path / "reports" / "compliance-prod.md").read_text().startswith("# Compliance report")
 
 
-def test_cli_exit_0_when_nothing_fails(tmp_path, capsys):
+def test_cli_exit_0_when_nothing_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     catalog, results, summary = write_inputs(tmp_path, ATTESTED)
     passing = [i for i in ITEMS if i["id"] in ("PRE-NET-1", "PRE-GDPR-1", "PRE-ISO-2")]
     catalog.write_text(json.dumps({"items": passing}))
@@ -169,7 +171,7 @@ def test_cli_exit_0_when_nothing_fails(tmp_path, capsys):
     assert code == 0, capsys.readouterr()
 
 
-def test_cli_exit_2_on_bad_attestation_naming_the_id(tmp_path, capsys):
+def test_cli_exit_2_on_bad_attestation_naming_the_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     catalog, results, summary = write_inputs(
         tmp_path, {"PRE-ISO-2": {"by": "x", "date": "2026-1-5", "reference": "R"}})
     code = report.main(["--catalog", str(catalog), "--inventory", str(summary), "--check-attestations"])
@@ -177,7 +179,7 @@ def test_cli_exit_2_on_bad_attestation_naming_the_id(tmp_path, capsys):
     assert "hub_attestations.PRE-ISO-2: date '2026-1-5'" in capsys.readouterr().err
 
 
-def test_cli_exit_2_without_results(tmp_path, capsys):
+def test_cli_exit_2_without_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     catalog, results, summary = write_inputs(tmp_path, {})
     results.write_text(json.dumps({"results": []}))
     code = report.main(["--catalog", str(catalog), "--results", str(results),
@@ -185,7 +187,7 @@ def test_cli_exit_2_without_results(tmp_path, capsys):
     assert code == 2 and "the suite did not run" in capsys.readouterr().err
 
 
-def test_cli_names_unreachable_hosts_and_fails_their_items(tmp_path, capsys):
+def test_cli_names_unreachable_hosts_and_fails_their_items(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     catalog, results, summary = write_inputs(tmp_path, ATTESTED)
     # host-b unreachable: only host-a's results exist.
     results.write_text(json.dumps({"results": [r for r in RESULTS["results"] if r["host"] == "ct-a"]}))
@@ -210,8 +212,8 @@ def test_cli_names_unreachable_hosts_and_fails_their_items(tmp_path, capsys):
     assert "FAIL, not verified (4 items): unreachable: host-a, host-b" in capsys.readouterr().out
 
 
-def test_inventory_summary_maps_connections_to_testinfra_hosts():
-    listed = {
+def test_inventory_summary_maps_connections_to_testinfra_hosts() -> None:
+    listed: Dict[str, Any] = {
         "_meta": {"hostvars": {
             "ct": {"ansible_connection": "containers.podman.podman", "ansible_host": "hub-ct",
                    "hub_attestations": ATTESTED, "secret": "never copied"},
@@ -231,7 +233,7 @@ def test_inventory_summary_maps_connections_to_testinfra_hosts():
     assert "differ" in inventory.summarise(listed)["warnings"][0]
 
 
-def test_plugin_records_outcomes_per_host(tmp_path):
+def test_plugin_records_outcomes_per_host(tmp_path: Path) -> None:
     tests = tmp_path / "test_sample.py"
     tests.write_text(textwrap.dedent('''
         import pytest
@@ -286,7 +288,7 @@ def test_plugin_records_outcomes_per_host(tmp_path):
     assert "setup: RuntimeError: cannot reach the host" in got["test_error"]["message"]
 
 
-def test_partial_skips_are_named_with_their_reason():
+def test_partial_skips_are_named_with_their_reason() -> None:
     """An item that passed on a host where one of its checks could not run names the skip."""
     items = [{"id": "PRE-HARD-5", "section": "Beyond the guide / x", "item": "modules", "controls": []}]
     results = {
