@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -248,3 +249,42 @@ def test_unattended_upgrades_security_origins(reports: dict[str, dict[str, Any]]
         assert '"${distro_id}:${distro_codename}-security";' in text
     else:
         assert "codename=${distro_codename}-security,label=Debian-Security" in text
+
+
+SHELL_SHEBANG = re.compile(r"#!\s*(?:/usr)?/bin/(?:env\s+)?(?:ba)?sh\b")
+SHELLCHECK = Path(sys.executable).parent / "shellcheck"
+
+
+def shellcheck(paths: list[Path]) -> str:
+    """shellcheck's findings on these files ("" when clean)."""
+    binary = str(SHELLCHECK) if SHELLCHECK.exists() else "shellcheck"
+    run = subprocess.run([binary, "--format=gcc", *map(str, paths)], capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode in (0, 1), run.stderr
+    return run.stdout
+
+
+def shell_scripts(texts: dict[str, str]) -> dict[str, str]:
+    return {name: text for name, text in texts.items() if SHELL_SHEBANG.match(text.split("\n", 1)[0])}
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_shell_templates_pass_shellcheck_as_rendered(
+        reports: dict[str, dict[str, Any]], platform: str, tmp_path: Path) -> None:
+    """The roles' shell templates are Jinja: shellcheck reads what a host of this platform gets."""
+    scripts = shell_scripts(reports[platform]["rendered"])
+    assert "hub_backup/templates/backup-ai-orchestrator.j2" in scripts, sorted(scripts)
+    paths = []
+    for name, text in sorted(scripts.items()):
+        path = tmp_path / name.replace("/", "__")
+        path.write_text(text)
+        paths.append(path)
+    findings = shellcheck(paths).replace(str(tmp_path) + "/", "")
+    assert findings == "", f"{platform}:\n{findings}"
+
+
+def test_role_shell_files_pass_shellcheck() -> None:
+    files = [p for p in sorted(ROLES.glob("*/files/*")) if p.is_file()]
+    texts = {str(p): p.read_text(errors="replace") for p in files}
+    scripts = [Path(name) for name in shell_scripts(texts)]
+    if scripts:
+        assert shellcheck(scripts) == ""
