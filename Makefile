@@ -26,11 +26,20 @@ destroy: ## remove the local container
 
 test: lint unit molecule operator-path ## everything CI runs: lint, unit tests, the Molecule scenario, the operator path over SSH
 
-lint: bootstrap ## yamllint, ansible-lint (production profile), the workflow (schema, zizmor)
+# Scripts without an extension, by their shebang (the roles' shell templates are Jinja: make unit
+# shellchecks them as rendered, in tests/platforms).
+PY_SCRIPTS = $(shell awk 'FNR == 1 && FILENAME !~ /\.py$$/ && /^\#!.*python/ {print FILENAME}' scripts/* roles/*/files/*)
+SH_SCRIPTS = $(shell awk 'FNR == 1 && /^\#!.*[\/ ](ba)?sh$$/ {print FILENAME}' scripts/* .ci/run)
+
+lint: bootstrap ## yamllint, ansible-lint (production profile), the workflow (schema, zizmor), ruff, mypy --strict, shellcheck
 	yamllint .
 	ansible-lint
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	zizmor --offline --min-severity medium .github/workflows
+	ruff check app checklist bench scripts tests roles plugins molecule/shared/tests $(PY_SCRIPTS)
+	cd app && mypy src
+	mypy
+	shellcheck $(SH_SCRIPTS)
 
 unit: bootstrap ## the hub app's tests and the checklist catalog's tests
 	pytest -q -p no:cacheprovider app/tests checklist/tests tests
