@@ -220,7 +220,7 @@ class _Parser:
             self.pending.append(self.current)
         self.current.lines.append(line)
 
-    def result(self, match: "re.Match[str]") -> None:
+    def result(self, match: re.Match[str]) -> None:
         status = match.group("status")
         host = match.group("host").split(" -> ")[0].strip()
         rest = match.group("rest")

@@ -35,6 +35,8 @@ probe_timeout=${PROBE_TIMEOUT:-10}
 ctl=$(mktemp -d /tmp/hubv.XXXXXX)
 ssh_config="$ctl/ssh_config"
 ssh_hosts=()
+# Run by the EXIT trap below (shellcheck 0.11 does not see that one).
+# shellcheck disable=SC2329
 cleanup() {
   local h
   for h in "${ssh_hosts[@]}"; do

@@ -12,6 +12,7 @@ import re
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any, Tuple
 
 import pytest
 import yaml
@@ -24,17 +25,18 @@ INJECT = ROOT / "molecule" / "shared" / "inject-drift.yml"
 DRIFTS = ROOT / "molecule" / "shared" / "drifts.yml"
 
 _spec = importlib.util.spec_from_file_location("drift_report", SCRIPT)
+assert _spec is not None and _spec.loader is not None
 dr = importlib.util.module_from_spec(_spec)
 sys.modules["drift_report"] = dr  # dataclasses look their module up there
 _spec.loader.exec_module(dr)
 
 
-def parse(name: str):
+def parse(name: str) -> Any:
     return dr.parse((DATA / name).read_text(encoding="utf-8").splitlines(True))
 
 
 @pytest.mark.parametrize("name", ["check-yaml-2hosts.log", "check-yaml-2hosts.stdout"])
-def test_each_host_gets_its_own_changes_and_paths(name):
+def test_each_host_gets_its_own_changes_and_paths(name: str) -> None:
     run = parse(name)
     assert sorted(run.recap) == ["alpha", "beta"]
     for host in ("alpha", "beta"):
@@ -53,7 +55,7 @@ def test_each_host_gets_its_own_changes_and_paths(name):
         assert changes["Reload"].handler and changes["Reload"].paths == []
 
 
-def test_json_result_format_and_a_deleted_template():
+def test_json_result_format_and_a_deleted_template() -> None:
     run = parse("check-json-1host.log")
     changes = {c.task: c for c in run.changes["alpha"]}
     assert changes["Env mode"].paths == ["/tmp/alpha/environment"]
@@ -63,12 +65,12 @@ def test_json_result_format_and_a_deleted_template():
     assert changes["PRE-TLS-4 | Site"].diff_lines == 4
 
 
-def run_main(capsys, *args):
+def run_main(capsys: pytest.CaptureFixture[str], *args: object) -> Tuple[int, str]:
     code = dr.main([str(a) for a in args])
     return code, capsys.readouterr().out
 
 
-def test_summary_and_exit_3_on_drift(capsys):
+def test_summary_and_exit_3_on_drift(capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run_main(capsys, DATA / "check-yaml-2hosts.log")
     assert code == 3
     assert "alpha: drift (changed=6 failed=0 unreachable=0)" in out
@@ -77,7 +79,7 @@ def test_summary_and_exit_3_on_drift(capsys):
     assert len(out.splitlines()) == 14, "one line per host and one per changed task"
 
 
-def test_exit_0_without_drift_and_1_on_failure_or_unfinished(tmp_path, capsys):
+def test_exit_0_without_drift_and_1_on_failure_or_unfinished(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     clean = tmp_path / "clean.log"
     clean.write_text(textwrap.dedent("""\
         PLAY [x] ****
@@ -104,7 +106,7 @@ def test_exit_0_without_drift_and_1_on_failure_or_unfinished(tmp_path, capsys):
     assert dr.main([str(tmp_path / "absent.log")]) == 2
 
 
-def test_expect_all_needs_every_drift_on_every_host(tmp_path, capsys):
+def test_expect_all_needs_every_drift_on_every_host(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     drifts = tmp_path / "drifts.yml"
     drifts.write_text(textwrap.dedent("""\
         drifts:
@@ -136,13 +138,13 @@ def test_expect_all_needs_every_drift_on_every_host(tmp_path, capsys):
     assert "expected drifts reported: 4/6; NOT reported: never, alpha-only" in out
 
 
-def test_drifts_file_is_validated(tmp_path):
+def test_drifts_file_is_validated(tmp_path: Path) -> None:
     bad = tmp_path / "drifts.yml"
     bad.write_text("drifts:\n  - id: x\n    match: [{file: /etc/x}]\n")
     assert dr.main([str(DATA / "check-yaml-2hosts.log"), "--expect-all", "--drifts", str(bad)]) == 2
 
 
-def test_injected_drifts_and_their_list_agree():
+def test_injected_drifts_and_their_list_agree() -> None:
     """Each drift that inject-drift.yml makes is listed in drifts.yml, and nothing else."""
     listed = dr.load_drifts(DRIFTS)
     ids = [d["id"] for d in listed]
@@ -159,7 +161,7 @@ def test_injected_drifts_and_their_list_agree():
         assert drift.get("description"), f"drift {drift['id']} has no description"
 
 
-def test_a_real_drift_run_reports_every_injected_drift(capsys):
+def test_a_real_drift_run_reports_every_injected_drift(capsys: pytest.CaptureFixture[str]) -> None:
     """drift-debian12.log: `make drift` (site.yml --check --diff) on the local Debian 12 target,
     reached over SSH, right after inject-drift.yml made every drift of drifts.yml at once
     (scripts/operator-path.sh): every one is named, and no task failed on the drift it reports."""
@@ -172,7 +174,7 @@ def test_a_real_drift_run_reports_every_injected_drift(capsys):
     assert run_main(capsys, DATA / "drift-debian12.log")[0] == 3
 
 
-def test_operator_steps_are_listed_once_and_must_exist(tmp_path, capsys):
+def test_operator_steps_are_listed_once_and_must_exist(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out = run_main(capsys, "--operator-steps")
     assert code == 0 and out.splitlines() == ["playbooks/reset-admin-password.yml"]
     bad = tmp_path / "drifts.yml"

@@ -24,6 +24,7 @@ import time
 from typing import Any, Dict, Iterator, Optional
 
 import pytest
+
 from conftest import Client, Response
 
 EDGE = "https://127.0.0.1"
@@ -383,9 +384,7 @@ def load(host: Any, operator: Dict[str, Any]) -> Dict[str, Any]:
         ("/api/agents", 1000, 50, operator["key"]),
     ):
         out = host.run(
-            "python3 -c {} {} {} {} {}".format(
-                shlex.quote(LOAD_SCRIPT), shlex.quote(path), total, concurrency, shlex.quote(key)
-            )
+            f"python3 -c {shlex.quote(LOAD_SCRIPT)} {shlex.quote(path)} {total} {concurrency} {shlex.quote(key)}"
         )
         assert out.rc == 0, f"load client failed: {out.stderr.strip()[-500:]}"
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
