@@ -15,8 +15,11 @@ help: ## list the targets
 bootstrap: ## install podman, runc, debootstrap and the controller venv (.venv)
 	@scripts/bootstrap.sh
 
-images: bootstrap ## build the local Debian 12 and 11 systemd images (kept when present)
-	@scripts/build-images.sh
+# The images a run needs: Debian 12 + 13 (default scenario, local target, upgrade and
+# distribution tests), Debian 11 for its own scenario.
+IMAGE_SUITES = $(if $(filter debian11,$(SCENARIO)),bullseye,bookworm trixie)
+images: bootstrap ## build the local systemd images the run needs (kept when current)
+	@scripts/build-images.sh $(IMAGE_SUITES)
 
 deploy: bootstrap ## deploy the hub to the built-in local container (re-run: corrects drift)
 	@scripts/local-target.sh up

@@ -6,7 +6,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
-packages=(podman runc debootstrap uidmap slirp4netns fuse-overlayfs make python3-venv
+# debian-archive-keyring: debootstrap checks Debian's archive with it (only recommended on Ubuntu).
+packages=(podman runc debootstrap debian-archive-keyring uidmap slirp4netns fuse-overlayfs make python3-venv
           apache2-utils openssl openssh-client curl ca-certificates ssh-audit)
 missing=()
 for pkg in "${packages[@]}"; do

@@ -48,7 +48,11 @@ for suite in "${suites[@]}"; do
   rootfs=$(mktemp -d "/var/tmp/hub-rootfs-$suite.XXXXXX")
   trap 'release_mounts "$rootfs"; rm -rf --one-file-system "$rootfs"' EXIT
   echo "debootstrap $suite into $rootfs"
-  debootstrap --variant=minbase --include="$include" "$suite" "$rootfs" "$mirror" >"$rootfs.log" 2>&1 \
+  # An older debootstrap (Ubuntu 22.04's, on the hosted runners) has no script for a newer
+  # suite; Debian's newer suites are built like sid.
+  script=()
+  [ -e "/usr/share/debootstrap/scripts/$suite" ] || script=(/usr/share/debootstrap/scripts/sid)
+  debootstrap --variant=minbase --include="$include" "$suite" "$rootfs" "$mirror" "${script[@]}" >"$rootfs.log" 2>&1 \
     || { tail -n 30 "$rootfs.log" >&2; exit 1; }
   release_mounts "$rootfs"
   # A container has no console getty and no need for the remount/udev units that fail in it.
