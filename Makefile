@@ -31,8 +31,8 @@ test: lint unit molecule operator-path ## everything CI runs: lint, unit tests, 
 
 # Scripts without an extension, by their shebang (the roles' shell templates are Jinja: make unit
 # shellchecks them as rendered, in tests/platforms).
-PY_SCRIPTS = $(shell awk 'FNR == 1 && FILENAME !~ /\.py$$/ && /^\#!.*python/ {print FILENAME}' scripts/* roles/*/files/*)
-SH_SCRIPTS = $(shell awk 'FNR == 1 && /^\#!.*[\/ ](ba)?sh$$/ {print FILENAME}' scripts/* .ci/run)
+PY_SCRIPTS = $(shell find scripts roles/*/files -maxdepth 1 -type f ! -name '*.py' -exec awk 'FNR == 1 && /^\#!.*python/ {print FILENAME}' {} + | sort)
+SH_SCRIPTS = $(shell find scripts .ci/run -maxdepth 1 -type f -exec awk 'FNR == 1 && /^\#!.*[\/ ](ba)?sh$$/ {print FILENAME}' {} + | sort)
 
 lint: bootstrap ## yamllint, ansible-lint (production profile), the workflow (schema, zizmor), ruff, mypy --strict, shellcheck
 	yamllint .
