@@ -61,4 +61,4 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/pip install -q -r requirements.txt
   echo "$want" >"$stamp"
 fi
-echo "bootstrap: ok ($(.venv/bin/ansible --version | head -n1))"
+echo "bootstrap: ok ($(.venv/bin/ansible --version 2>/dev/null | sed -n 1p))"
