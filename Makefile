@@ -42,7 +42,7 @@ lint: bootstrap ## yamllint, ansible-lint (production profile), the workflow (sc
 	ruff check app checklist bench scripts tests roles plugins molecule/shared/tests $(PY_SCRIPTS)
 	cd app && mypy src
 	mypy
-	shellcheck $(SH_SCRIPTS)
+	shellcheck -x $(SH_SCRIPTS)
 
 unit: bootstrap ## the hub app's tests and the checklist catalog's tests
 	pytest -q -p no:cacheprovider app/tests checklist/tests tests

@@ -16,50 +16,8 @@ host=${REBUILT_HOST:-hub-rebuilt-test}
 from=${FROM:-debian:12}
 to=${TO:-debian:13}
 work=$(mktemp -d /tmp/rebuilt-host.XXXXXX)
-started=$SECONDS
-failures=0
-
-cleanup() {
-  if [ "${KEEP:-0}" != 1 ]; then
-    scripts/dev-target.sh down "$host"
-    rm -rf "$work"
-  else
-    echo "kept: host $host, logs in $work"
-  fi
-}
-trap cleanup EXIT
-
-say() { printf '\n== %s (%ds)\n' "$*" $((SECONDS - started)); }
-check() {
-  local what=$1
-  shift
-  if "$@"; then echo "ok   - $what"; else echo "FAIL - $what"; failures=$((failures + 1)); fi
-}
-on_host() { podman exec "$host" "$@"; }
-recap() { grep -A1 'PLAY RECAP' "$1" | tail -1; }
-# The result line of the full fact gather in a playbook log: "ok" (it ran) or "skipping".
-full_gather() { grep -A2 '^TASK \[Facts | Gather every fact' "$1" | grep -oE '^(ok|skipping|changed|fatal)' | head -1; }
-# What the facts Ansible holds for the host say (the cache, as the last run left it), and what the
-# host says: distribution major version, Python, machine id.
-cached_identity() {
-  ansible -i "$inv" "$host" -m ansible.builtin.debug 2>/dev/null \
-    -a 'msg="{{ ansible_facts.distribution_major_version }} {{ ansible_facts.python_version }} {{ ansible_facts.machine_id }}"' |
-    sed -n 's/^ *msg: //p'
-}
-host_identity() {
-  # shellcheck disable=SC2016 # expanded by the host's shell
-  on_host sh -c '. /etc/os-release; echo "${VERSION_ID%%.*} $(python3 -c "import platform; print(platform.python_version())") $(cat /etc/machine-id)"'
-}
-converge() { # converge LOG [args]: site.yml on the host, timed
-  local log=$1 t0=$SECONDS rc=0
-  shift
-  ansible-playbook -i "$inv" playbooks/site.yml "$@" >"$log" 2>&1 || rc=$?
-  echo "$(basename "$log" .log): $((SECONDS - t0)) s, $(recap "$log")"
-  return "$rc"
-}
-healthy() { on_host curl -fsS -o /dev/null http://127.0.0.1:8080/api/health; }
-release_python() { on_host /opt/ai-orchestrator/current/venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
-host_python() { on_host /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
+# shellcheck source=scripts/lib/host-test.sh
+. scripts/lib/host-test.sh
 
 say "$host on $from: first converge"
 inv=$(scripts/dev-target.sh up "$host" "$from")

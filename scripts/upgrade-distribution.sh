@@ -18,51 +18,8 @@ from_image=debian:12
 from_suite=bookworm
 to_suite=trixie
 work=$(mktemp -d /tmp/upgrade-distribution.XXXXXX)
-started=$SECONDS
-failures=0
-
-cleanup() {
-  if [ "${KEEP:-0}" != 1 ]; then
-    scripts/dev-target.sh down "$host"
-    rm -rf "$work"
-  else
-    echo "kept: host $host, logs in $work"
-  fi
-}
-trap cleanup EXIT
-
-say() { printf '\n== %s (%ds)\n' "$*" $((SECONDS - started)); }
-check() {
-  local what=$1
-  shift
-  if "$@"; then echo "ok   - $what"; else echo "FAIL - $what"; failures=$((failures + 1)); fi
-}
-on_host() { podman exec "$host" "$@"; }
-recap() { grep -A1 'PLAY RECAP' "$1" | tail -1; }
-# The result line of the full fact gather in a playbook log: "ok" (it ran) or "skipping".
-full_gather() { grep -A2 '^TASK \[Facts | Gather every fact' "$1" | grep -oE '^(ok|skipping|changed|fatal)' | head -1; }
-# What the facts Ansible holds for the host say (the cache, as the last run left it), and what the
-# host says: distribution major version, Python, machine id.
-cached_identity() {
-  ansible -i "$inv" "$host" -m ansible.builtin.debug 2>/dev/null \
-    -a 'msg="{{ ansible_facts.distribution_major_version }} {{ ansible_facts.python_version }} {{ ansible_facts.machine_id }}"' |
-    sed -n 's/^ *msg: //p'
-}
-host_identity() {
-  # shellcheck disable=SC2016 # expanded by the host's shell
-  on_host sh -c '. /etc/os-release; echo "${VERSION_ID%%.*} $(python3 -c "import platform; print(platform.python_version())") $(cat /etc/machine-id)"'
-}
-converge() { # converge LOG [args]: site.yml on the host, timed
-  local log=$1 t0=$SECONDS rc=0
-  shift
-  ansible-playbook -i "$inv" playbooks/site.yml "$@" >"$log" 2>&1 || rc=$?
-  echo "$(basename "$log" .log): $((SECONDS - t0)) s, $(recap "$log")"
-  return "$rc"
-}
-unchanged() { grep -qE 'changed=0 .*failed=0' <(recap "$1"); }
-host_python() { on_host /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
-release_python() { on_host /opt/ai-orchestrator/current/venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
-healthy() { on_host curl -fsS -o /dev/null http://127.0.0.1:8080/api/health; }
+# shellcheck source=scripts/lib/host-test.sh
+. scripts/lib/host-test.sh
 # Fingerprints, never the values: the secrets in the environment file and the admin password.
 secrets_digest() {
   on_host sh -c "grep -E '^(JWT_SECRET|DATABASE_ENCRYPTION_KEY|API_ENCRYPTION_KEY)=' /etc/ai-orchestrator/environment | sort | sha256sum;

@@ -20,22 +20,8 @@ image=${UPGRADE_TEST_IMAGE:-debian:12}
 work=$(mktemp -d /tmp/upgrade-test.XXXXXX)
 # Per-variant wheelhouse caches survive between runs (only the controller's build cache).
 cache="$here/.cache/upgrade-test"
-started=$SECONDS
-failures=0
-
-cleanup() {
-  rm -rf "$work"
-  if [ "${KEEP:-0}" != 1 ]; then scripts/dev-target.sh down "$host"; fi
-}
-trap cleanup EXIT
-
-say() { printf '\n== %s (%ds)\n' "$*" $((SECONDS - started)); }
-check() {
-  local what=$1
-  shift
-  if "$@"; then echo "ok   - $what"; else echo "FAIL - $what"; failures=$((failures + 1)); fi
-}
-on_host() { podman exec "$host" "$@"; }
+# shellcheck source=scripts/lib/host-test.sh
+. scripts/lib/host-test.sh
 hive() { on_host runuser -u ai-orchestrator -- /opt/ai-orchestrator/multiagent-hive "$@"; }
 
 # One copy of app/ per test build: version bumped, fault applied by a small Python edit.
@@ -99,8 +85,6 @@ EOF
 lb_saw() {
   [ "$(on_host tail -n 2 /run/upgrade-test-lb.log | tr '\n' '|')" = "drain $1|restore $2 {\"status\":\"ok\"}|" ]
 }
-recap() { grep -A1 'PLAY RECAP' "$1" | tail -1; }
-changed_zero() { recap "$1" | grep -q 'changed=0 .*failed=0'; }
 
 api_token() {
   local pw
@@ -113,7 +97,6 @@ agent_exists() {
   on_host curl -fsS -H "Authorization: Bearer $(api_token)" http://127.0.0.1:8080/api/agents | grep -q '"upgrade-canary"'
 }
 version_is() { [ "$(hive --version)" = "multiagent-hive $1" ]; }
-healthy() { on_host curl -fsS -o /dev/null http://127.0.0.1:8080/api/health; }
 serves() { version_is "$1" && healthy; }
 schema_is() { hive --schema-info | python3 -c "import json,sys; sys.exit(json.load(sys.stdin)['schema_version'] != $1)"; }
 current_is() { [ "$(on_host readlink /opt/ai-orchestrator/current)" = "$1" ]; }
@@ -181,10 +164,10 @@ check "previous -> 1.0.0" sh -c "[ \"\$(podman exec $host readlink /opt/ai-orche
 check "at most 3 releases kept" test "$(on_host sh -c 'ls -d /opt/ai-orchestrator/releases/*/ | wc -l')" -le 3
 deploy "$v110" "$work/04-rerun.log" || true
 echo "re-run: $(recap "$work/04-rerun.log")"
-check "re-run changes nothing" changed_zero "$work/04-rerun.log"
+check "re-run changes nothing" unchanged "$work/04-rerun.log"
 deploy "$v110" "$work/05-check.log" --check --diff || true
 echo "check:  $(recap "$work/05-check.log")"
-check "--check --diff reports nothing" changed_zero "$work/05-check.log"
+check "--check --diff reports nothing" unchanged "$work/05-check.log"
 
 say "1.0.0 again: a downgrade below the database's schema"
 if deploy "$v100" "$work/06-downgrade.log"; then
