@@ -27,7 +27,7 @@ deploy: bootstrap ## deploy the hub to the built-in local container (re-run: cor
 destroy: ## remove the local container
 	@scripts/local-target.sh down
 
-test: lint unit molecule operator-path ## everything CI runs: lint, unit tests, the Molecule scenario, the operator path over SSH
+test: lint unit molecule operator-path upgrade-test ## everything CI runs: lint, unit, Molecule, the operator path over SSH, app upgrades and rollbacks
 
 # Scripts without an extension, by their shebang (the roles' shell templates are Jinja: make unit
 # shellchecks them as rendered, in tests/platforms).
