@@ -46,9 +46,11 @@ run() {
   since=$(date +%s)
   t0=$since
   "$@" >"$logs/$name.log" 2>&1 || rc=$?
-  # make exits 2 whatever its recipe exited with; the recipe's own status is on make's last line.
-  if [ "$rc" -ne 0 ] && grep -qE '^make: \*\*\* \[.*\] Error [0-9]+$' "$logs/$name.log"; then
-    rc=$(grep -oE '^make: \*\*\* \[.*\] Error [0-9]+$' "$logs/$name.log" | tail -n 1 | grep -oE '[0-9]+$' || echo "$rc")
+  # make exits 2 whatever its recipe exited with; the recipe's own status is on make's last line
+  # ("make[1]: ..." when this script itself runs under make, as in make test).
+  local failed='^make(\[[0-9]+\])?: \*\*\* \[.*\] Error [0-9]+$'
+  if [ "$rc" -ne 0 ] && grep -qE "$failed" "$logs/$name.log"; then
+    rc=$(grep -oE "$failed" "$logs/$name.log" | tail -n 1 | grep -oE '[0-9]+$' || echo "$rc")
   fi
   sleep 1 # sshd's journal lines of the last login
   n=$(logins_since "$since")
