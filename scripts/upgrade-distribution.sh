@@ -25,16 +25,7 @@ secrets_digest() {
   on_host sh -c "grep -E '^(JWT_SECRET|DATABASE_ENCRYPTION_KEY|API_ENCRYPTION_KEY)=' /etc/ai-orchestrator/environment | sort | sha256sum;
     sha256sum < /root/.ai-orchestrator-admin-password"
 }
-api_token() {
-  local pw
-  pw=$(on_host cat /root/.ai-orchestrator-admin-password)
-  on_host curl -fsS -H 'Content-Type: application/json' \
-    -d "{\"username\":\"admin\",\"password\":\"$pw\"}" http://127.0.0.1:8080/api/auth/login |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
-}
-agent_exists() {
-  on_host curl -fsS -H "Authorization: Bearer $(api_token)" http://127.0.0.1:8080/api/agents | grep -q '"dist-upgrade-canary"'
-}
+agent_exists() { agent_named dist-upgrade-canary; }
 
 say "$host on $from_image: first converge, one agent"
 inv=$(scripts/dev-target.sh up "$host" "$from_image")

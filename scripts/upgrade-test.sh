@@ -86,16 +86,7 @@ lb_saw() {
   [ "$(on_host tail -n 2 /run/upgrade-test-lb.log | tr '\n' '|')" = "drain $1|restore $2 {\"status\":\"ok\"}|" ]
 }
 
-api_token() {
-  local pw
-  pw=$(on_host cat /root/.ai-orchestrator-admin-password)
-  on_host curl -fsS -H 'Content-Type: application/json' \
-    -d "{\"username\":\"admin\",\"password\":\"$pw\"}" http://127.0.0.1:8080/api/auth/login |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
-}
-agent_exists() {
-  on_host curl -fsS -H "Authorization: Bearer $(api_token)" http://127.0.0.1:8080/api/agents | grep -q '"upgrade-canary"'
-}
+agent_exists() { agent_named upgrade-canary; }
 version_is() { [ "$(hive --version)" = "multiagent-hive $1" ]; }
 serves() { version_is "$1" && healthy; }
 schema_is() { hive --schema-info | python3 -c "import json,sys; sys.exit(json.load(sys.stdin)['schema_version'] != $1)"; }

@@ -51,3 +51,15 @@ converge() { # converge LOG [args]: site.yml on the host, timed
   echo "$(basename "$log" .log): $((SECONDS - t0)) s, $(recap "$log")"
   return "$rc"
 }
+# The admin's token, from the saved password, through the app's own port (never printed).
+api_token() {
+  local pw
+  pw=$(on_host cat /root/.ai-orchestrator-admin-password)
+  on_host curl -fsS -H 'Content-Type: application/json' \
+    -d "{\"username\":\"admin\",\"password\":\"$pw\"}" http://127.0.0.1:8080/api/auth/login |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
+}
+# agent_named NAME: the hub lists an agent of that name.
+agent_named() {
+  on_host curl -fsS -H "Authorization: Bearer $(api_token)" http://127.0.0.1:8080/api/agents | grep -q "\"$1\""
+}
