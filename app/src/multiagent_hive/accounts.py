@@ -6,16 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Union
+from typing import TYPE_CHECKING, Annotated, Any, Dict, List, Optional, Set, Union
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .ratelimit import client_bucket
-from .schemas import Strict
+from .schemas import Strict, check_role
 from .sessions import (
     CLOSE_SESSION_ENDED,
     TICKET_PREFIX,
@@ -46,14 +46,7 @@ class PasswordReset(Strict):
 
 
 class RoleChange(Strict):
-    role: str
-
-    @field_validator("role")
-    @classmethod
-    def _role(cls, value: str) -> str:
-        if value not in ("admin", "operator", "viewer"):
-            raise ValueError("role must be admin, operator or viewer")
-        return value
+    role: Annotated[str, AfterValidator(check_role)]
 
 
 class TokenOut(BaseModel):

@@ -194,17 +194,17 @@ class ApiKeyCreate(Strict):
         return value
 
 
+def check_role(value: str) -> str:
+    """A user's role, as every model that takes one checks it."""
+    if value not in ("admin", "operator", "viewer"):
+        raise ValueError("role must be admin, operator or viewer")
+    return value
+
+
 class UserCreate(Strict):
     username: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     password: str = Field(min_length=1, max_length=1024)
-    role: str = Field(json_schema_extra={"enum": ["admin", "operator", "viewer"]})
-
-    @field_validator("role")
-    @classmethod
-    def _role(cls, value: str) -> str:
-        if value not in ("admin", "operator", "viewer"):
-            raise ValueError("role must be admin, operator or viewer")
-        return value
+    role: Annotated[str, Field(json_schema_extra={"enum": ["admin", "operator", "viewer"]}), AfterValidator(check_role)]
 
 
 def _short(text: str, limit: int = 40) -> str:
