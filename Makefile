@@ -39,13 +39,13 @@ lint: bootstrap ## yamllint, ansible-lint (production profile), the workflow (sc
 	ansible-lint
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	zizmor --offline --min-severity medium .github/workflows
-	ruff check app checklist bench scripts tests roles plugins molecule/shared/tests $(PY_SCRIPTS)
+	ruff check app checklist hubtools bench scripts tests roles plugins molecule/shared/tests $(PY_SCRIPTS)
 	cd app && mypy src
 	mypy
 	shellcheck -x $(SH_SCRIPTS)
 
-unit: bootstrap ## the hub app's tests and the checklist catalog's tests
-	pytest -q -p no:cacheprovider app/tests checklist/tests tests
+unit: bootstrap ## the hub app's tests, the checklist catalog's, hubtools' (the Ansible log parser) and tests/
+	pytest -q -p no:cacheprovider app/tests checklist/tests hubtools/tests tests
 
 # Only the scenarios on the local images build them (registry pulls its images).
 molecule: $(if $(filter registry,$(SCENARIO)),bootstrap,images) ## the Molecule scenario SCENARIO (default: the local Debian images) end to end

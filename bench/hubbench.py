@@ -25,14 +25,19 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
 REPO = Path(__file__).resolve().parent.parent
+# hubtools (the PLAY RECAP parser the scripts use too) is not installed: it sits at the
+# repository root. The bench scripts run as `python bench/x.py`, with bench/ on sys.path.
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from hubtools.ansible_log import parse_recap  # noqa: E402  (re-exported: hb.parse_recap)
+
 VENV_BIN = REPO / ".venv" / "bin"
 IMAGE = "localhost/hub-provision/debian:12"
 NETWORK = "hub-bench"
 PREFIX = "hub-bench-"
 ROLES = ("hub_base", "hub_firewall", "hub_ssh", "hub_app", "hub_backup", "hub_nginx",
          "hub_fail2ban", "hub_mac", "hub_monitoring")
-RECAP_RE = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)"
-                      r"(?:\s+skipped=(\d+))?(?:\s+rescued=(\d+))?(?:\s+ignored=(\d+))?")
 
 
 def base_env(**extra: str) -> Dict[str, str]:
@@ -144,22 +149,6 @@ def write_inventory(directory: Path, names: List[str], connection: str = "contai
         if src.name != "connection.yml":
             shutil.copy(src, gv / f"{src.parent.name}-{src.name}")
     return directory / "hosts.yml"
-
-
-def parse_recap(text: str) -> Dict[str, Dict[str, int]]:
-    recap: Dict[str, Dict[str, int]] = {}
-    in_recap = False
-    for line in text.splitlines():
-        if line.startswith("PLAY RECAP"):
-            in_recap = True
-            recap = {}
-            continue
-        if in_recap:
-            m = RECAP_RE.match(line.strip())
-            if m:
-                keys = ("ok", "changed", "unreachable", "failed", "skipped", "rescued", "ignored")
-                recap[m.group(1)] = {k: int(v or 0) for k, v in zip(keys, m.groups()[1:])}
-    return recap
 
 
 def container_cpu_seconds(name: str) -> Optional[float]:

@@ -1,4 +1,4 @@
-"""scripts/drift-report.py on real check-mode logs of a small playbook (checklist/tests/data).
+"""hubtools.drift (scripts/drift-report.py) on real check-mode logs of a small playbook (data/).
 
 The logs come from `ansible-playbook --check --diff` against two inventory hosts after a
 drift: a template edited, a file chmod-ed, a copied file and a loop item deleted, a lineinfile
@@ -7,31 +7,23 @@ yaml and the json result formats.
 """
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 import textwrap
 from pathlib import Path
-from typing import Any, Tuple
+from typing import Tuple
 
 import pytest
 import yaml
 
-from checklist.catalog import ROOT
+from hubtools import drift as dr
 
+ROOT = dr.ROOT
 DATA = Path(__file__).parent / "data"
-SCRIPT = ROOT / "scripts" / "drift-report.py"
 INJECT = ROOT / "molecule" / "shared" / "inject-drift.yml"
 DRIFTS = ROOT / "molecule" / "shared" / "drifts.yml"
 
-_spec = importlib.util.spec_from_file_location("drift_report", SCRIPT)
-assert _spec is not None and _spec.loader is not None
-dr = importlib.util.module_from_spec(_spec)
-sys.modules["drift_report"] = dr  # dataclasses look their module up there
-_spec.loader.exec_module(dr)
 
-
-def parse(name: str) -> Any:
+def parse(name: str) -> dr.Run:
     return dr.parse((DATA / name).read_text(encoding="utf-8").splitlines(True))
 
 
