@@ -136,7 +136,7 @@ def test_database_full_is_507_and_saves_nothing(client: Any, hive_app: Any, oper
     def full(*_: Any) -> None:
         raise db.sqlite.OperationalError("database or disk is full")
 
-    monkeypatch.setattr(hive_app.store, "insert_agent", full)
+    monkeypatch.setattr(hive_app.store, "execute_each", full)
     resp = client.post("/api/agents", headers=operator, json={"name": "lost", "type": "worker"})
     assert resp.status_code == 507 and resp.json()["error"] == "database storage full"
     assert "lost" not in [a["name"] for a in client.get("/api/agents", headers=operator).json()["agents"]]
@@ -144,7 +144,7 @@ def test_database_full_is_507_and_saves_nothing(client: Any, hive_app: Any, oper
     def locked(*_: Any) -> None:
         raise db.sqlite.OperationalError("database is locked")
 
-    monkeypatch.setattr(hive_app.store, "insert_agent", locked)
+    monkeypatch.setattr(hive_app.store, "execute_each", locked)
     resp = client.post("/api/agents", headers=operator, json={"name": "later", "type": "worker"})
     assert resp.status_code == 503 and resp.headers["retry-after"] == "1"
     assert "not saved" in resp.json()["detail"]

@@ -324,17 +324,17 @@ def test_unassignable_tasks_cost_nothing_after_their_first_pass(settings: Any, m
         hive = Hive(store, gate)
         await hive.start()
         try:
-            worker = hive.create_agent("nlp worker", "worker", [{"name": "nlp", "proficiency": 0.5}], None)
+            worker = await hive.create_agent("nlp worker", "worker", [{"name": "nlp", "proficiency": 0.5}], None)
             for i in range(2000):  # nobody has "quantum"; "nlp" at 0.99 is beyond the worker
-                hive.create_task(f"q{i}", "critical", [{"name": "quantum", "min_proficiency": 0.0}], None)
+                await hive.create_task(f"q{i}", "critical", [{"name": "quantum", "min_proficiency": 0.0}], None)
             for i in range(5):
-                hive.create_task(f"hard{i}", "critical", [{"name": "nlp", "min_proficiency": 0.99}], None)
+                await hive.create_task(f"hard{i}", "critical", [{"name": "nlp", "min_proficiency": 0.99}], None)
             await asyncio.sleep(0.05)
             assert hive.status()["tasks"]["queued"] == 2005 and worker["state"] == "idle"
             calls[0] = 0
             # Events that change nothing for those tasks do not look at them again ...
-            other = hive.create_agent("vision worker", "worker", [{"name": "vision", "proficiency": 0.5}], None)
-            easy = hive.create_task("easy", "low", [{"name": "nlp", "min_proficiency": 0.1}], None)
+            other = await hive.create_agent("vision worker", "worker", [{"name": "vision", "proficiency": 0.5}], None)
+            easy = await hive.create_task("easy", "low", [{"name": "nlp", "min_proficiency": 0.1}], None)
             await asyncio.sleep(0.05)
             assert easy["state"] in ("Assigned", "InProgress") and easy["assigned_agent"] == worker["id"]
             assert calls[0] <= 10, calls[0]
@@ -397,10 +397,10 @@ def test_status_counts_match_the_database_without_scanning_it(settings: Any) -> 
         hive = Hive(store, gate)
         await hive.start()
         try:
-            hive.create_agent("a", "worker", [], None)
+            await hive.create_agent("a", "worker", [], None)
             for i in range(4):
-                hive.create_task(f"t{i}", "low", [], None)
-            hive.create_task("never", "low", [{"name": "nobody", "min_proficiency": 0.0}], None)
+                await hive.create_task(f"t{i}", "low", [], None)
+            await hive.create_task("never", "low", [{"name": "nobody", "min_proficiency": 0.0}], None)
             await asyncio.sleep(0.05)
             assert hive.status()["agents"]["by_state"] == {"idle": 0, "busy": 1}
             assert gate.event is not None

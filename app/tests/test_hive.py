@@ -33,6 +33,57 @@ def test_fit_score() -> None:
     assert fit_score(agent, [{"name": "nlp"}, {"name": "vision"}]) == pytest.approx(0.65)
 
 
+def test_concurrent_creations_share_one_commit_and_each_waits_for_it(settings: Any) -> None:
+    """Agents created in the same turn of the loop are one transaction; every creator returns
+    only after the COMMIT, and a creator cancelled while it waited still leaves its agent both
+    stored and known (the database and memory never disagree)."""
+
+    async def scenario() -> None:
+        store = Store(settings.database_path, settings.database_encryption_key)
+        hive = Hive(store, Gate())
+        await hive.start()
+        batches: List[int] = []
+        real = store.execute_each
+
+        def counting(statements: List[Any]) -> List[Any]:
+            batches.append(len(statements))
+            return real(statements)
+
+        store.execute_each = counting  # type: ignore[method-assign]
+        try:
+            agents = await asyncio.gather(*(hive.create_agent(f"a{i}", "worker", [], None) for i in range(20)))
+            assert batches == [20]
+            stored = {a["id"] for a in store.list_agents(100, 0)}
+            assert {a["id"] for a in agents} == stored == set(hive.agents)
+
+            waiter = asyncio.ensure_future(hive.create_agent("cancelled", "worker", [], None))
+            await asyncio.sleep(0)  # queued for the next commit
+            waiter.cancel()
+            await asyncio.sleep(0.01)
+            names = {a["name"] for a in store.list_agents(100, 0)}
+            assert "cancelled" in names and "cancelled" in {a["name"] for a in hive.agents.values()}
+        finally:
+            await hive.stop()
+            store.close()
+
+    asyncio.run(scenario())
+
+
+def test_one_failing_row_does_not_fail_its_batch(settings: Any) -> None:
+    store = Store(settings.database_path, settings.database_encryption_key)
+    try:
+        good = ("INSERT INTO users (username, role, password_hash, pseudonym, created_at) VALUES (?, 'viewer', 'x', ?, 'now')",)
+        errors = store.execute_each([
+            (good[0], ("batch-one", "p-batch-one")),
+            (good[0], ("admin", "p-dup")),  # username taken: a constraint error for this row only
+            (good[0], ("batch-two", "p-batch-two")),
+        ])
+        assert errors[0] is None and errors[2] is None and errors[1] is not None
+        assert store.user_by_name("batch-one") and store.user_by_name("batch-two")
+    finally:
+        store.close()
+
+
 def test_task_lifecycle_through_api(client: Any, operator: Dict[str, str], viewer: Dict[str, str]) -> None:
     weak_agent = {"name": "weak", "type": "worker", "capabilities": [{"name": "nlp", "proficiency": 0.6}]}
     strong_agent = {"name": "strong", "type": "specialist:nlp", "capabilities": [{"name": "nlp", "proficiency": 0.95}]}
@@ -109,13 +160,13 @@ def test_priority_queue_and_state_machine(settings: Any) -> None:
         events: List[Dict[str, Any]] = []
         hive.listeners.add(lambda e: events.append({"type": e["type"], **{k: e["data"].get(k) for k in ("id", "state", "priority")}}))
         await hive.start()
-        first = hive.create_task("first", "low", [], None)
-        agent = hive.create_agent("solo", "worker", [], None)
+        first = await hive.create_task("first", "low", [], None)
+        agent = await hive.create_agent("solo", "worker", [], None)
         await asyncio.sleep(0.05)
         assert agent["state"] == "busy" and gate.started[0][0] == first["id"]
-        low = hive.create_task("low", "low", [], None)
-        critical = hive.create_task("critical", "critical", [], None)
-        medium = hive.create_task("medium", "medium", [], None)
+        low = await hive.create_task("low", "low", [], None)
+        critical = await hive.create_task("critical", "critical", [], None)
+        medium = await hive.create_task("medium", "medium", [], None)
         order = []
         for _ in range(4):
             gate.event.set()
@@ -141,8 +192,8 @@ def test_interrupted_tasks_requeued_on_start(settings: Any) -> None:
         gate = Gate()
         hive = Hive(store, gate)
         await hive.start()
-        hive.create_agent("a", "worker", [], None)
-        task = hive.create_task("t", "medium", [], None)
+        await hive.create_agent("a", "worker", [], None)
+        task = await hive.create_task("t", "medium", [], None)
         await asyncio.sleep(0.05)
         assert store.get_task(task["id"])["state"] == "InProgress"
         await hive.stop()  # e.g. SIGTERM mid-task
@@ -172,8 +223,8 @@ def test_busy_agent_cannot_be_deleted(settings: Any) -> None:
         gate = Gate()
         hive = Hive(store, gate)
         await hive.start()
-        agent = hive.create_agent("a", "worker", [], None)
-        hive.create_task("t", "medium", [], None)
+        agent = await hive.create_agent("a", "worker", [], None)
+        await hive.create_task("t", "medium", [], None)
         await asyncio.sleep(0.05)
         assert hive.delete_agent(agent["id"]) == "busy"
         gate.event.set()

@@ -563,7 +563,7 @@ class HiveApp:
         if request.method == "POST":
             user = self.authenticate(request, "operator")
             body = await self.read_model(request, AgentCreate, user)
-            agent = self.hive.create_agent(
+            agent = await self.hive.create_agent(
                 body.name, body.type, [c.model_dump() for c in body.capabilities], user["id"]
             )
             return _json(agent, 201)
@@ -606,7 +606,7 @@ class HiveApp:
         if request.method == "POST":
             user = self.authenticate(request, "operator")
             body = await self.read_model(request, TaskCreate, user)
-            task = self.hive.create_task(
+            task = await self.hive.create_task(
                 body.description, body.priority, [c.model_dump() for c in body.required_capabilities], user["id"]
             )
             return _json(public_task(task), 201)

@@ -6,12 +6,13 @@ import bisect
 import importlib
 import itertools
 import logging
+import sys
 import time
 import uuid
 from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Protocol, Set, Tuple
 
 from .schemas import PRIORITIES, PRIORITY_NAMES
-from .store import Store, utcnow
+from .store import GroupCommit, Store, utcnow
 
 LOG = logging.getLogger("multiagent_hive.hive")
 
@@ -100,8 +101,10 @@ class Hive:
 
     def __init__(self, store: Store, executor: Executor, max_pending: Optional[int] = None) -> None:
         self.store = store
+        self.writes = GroupCommit(store)
         self.executor = executor
         self.max_pending = max_pending
+        self.tasks_committing = 0
         self.agents: Dict[str, Dict[str, Any]] = {}
         self.pending: Dict[str, Dict[str, Any]] = {}
         self.entries: Dict[str, Entry] = {}
@@ -111,7 +114,6 @@ class Hive:
         self.idle: Dict[str, Dict[str, Any]] = {}
         self.idle_by_capability: Dict[str, Set[str]] = {}
         self.order: Dict[str, int] = {}  # agents by age: the older wins a tie
-        self.search_text: Dict[str, Tuple[str, str]] = {}  # lower-cased name and type
         self.fresh_agents: Dict[str, Dict[str, Any]] = {}
         self.fresh_tasks: List[Dict[str, Any]] = []
         self.seq = itertools.count()
@@ -163,7 +165,10 @@ class Hive:
             self.wakeup.set()
 
     # agents ----------------------------------------------------------------------------
-    def create_agent(self, name: str, kind: str, capabilities: List[Dict[str, Any]], created_by: Optional[int]) -> Dict[str, Any]:
+    async def create_agent(
+        self, name: str, kind: str, capabilities: List[Dict[str, Any]], created_by: Optional[int]
+    ) -> Dict[str, Any]:
+        """Stored (group commit), then known here and announced."""
         now = utcnow()
         agent = {
             "id": str(uuid.uuid4()),
@@ -176,10 +181,13 @@ class Hive:
             "created_at": now,
             "updated_at": now,
         }
-        self.store.insert_agent(agent, created_by)
-        self._add_agent(agent)
-        self._emit("agent_created", agent)
-        self._wake()
+
+        def created() -> None:
+            self._add_agent(agent)
+            self._emit("agent_created", agent)
+            self._wake()
+
+        await self.writes.write(Store.agent_insert(agent, created_by), created)
         return agent
 
     def delete_agent(self, agent_id: str) -> Optional[str]:
@@ -193,14 +201,17 @@ class Hive:
         self._not_idle(agent)
         del self.agents[agent_id]
         self.order.pop(agent_id, None)
-        self.search_text.pop(agent_id, None)
         self._emit("agent_deleted", {"id": agent_id})
         return None
 
     def _add_agent(self, agent: Dict[str, Any]) -> None:
+        # Types and capability names come from a small vocabulary: one string each, not one
+        # per agent.
+        agent["type"] = sys.intern(agent["type"])
+        for cap in agent["capabilities"]:
+            cap["name"] = sys.intern(cap["name"])
         self.agents[agent["id"]] = agent
         self.order[agent["id"]] = next(self.seq)
-        self.search_text[agent["id"]] = (agent["name"].lower(), agent["type"].lower())
         if agent["state"] == IDLE:
             self._now_idle(agent)
 
@@ -231,8 +242,12 @@ class Hive:
         self._emit("agent_updated", agent)
 
     # tasks -----------------------------------------------------------------------------
-    def create_task(self, description: str, priority: str, required: List[Dict[str, Any]], created_by: Optional[int]) -> Dict[str, Any]:
-        if self.max_pending is not None and len(self.pending) >= self.max_pending:
+    async def create_task(
+        self, description: str, priority: str, required: List[Dict[str, Any]], created_by: Optional[int]
+    ) -> Dict[str, Any]:
+        """Stored (group commit), then queued and announced; refused while the queue is full,
+        counting the tasks still waiting for their commit."""
+        if self.max_pending is not None and len(self.pending) + self.tasks_committing >= self.max_pending:
             raise QueueFull()
         now = utcnow()
         task = {
@@ -247,11 +262,18 @@ class Hive:
             "created_at": now,
             "updated_at": now,
         }
-        self.store.insert_task(task, created_by)
-        self._count(None, PENDING)
-        self._enqueue(task)
-        self._emit("task_created", public_task(task))
-        self._wake()
+
+        def created() -> None:
+            self._count(None, PENDING)
+            self._enqueue(task)
+            self._emit("task_created", public_task(task))
+            self._wake()
+
+        self.tasks_committing += 1
+        try:
+            await self.writes.write(Store.task_insert(task, created_by), created)
+        finally:
+            self.tasks_committing -= 1
         return task
 
     def _enqueue(self, task: Dict[str, Any]) -> None:
@@ -410,10 +432,10 @@ class Hive:
     def search_agents(self, query: str, limit: int, offset: int) -> List[Dict[str, Any]]:
         """Agents whose name or type contains the query, case-insensitively, oldest first: the
         rows Store.search_agents's LIKE finds (names and types are ASCII), from memory, and the
-        walk stops once the page is full (the LIKE read every row, ~90 ms at 20,000 agents)."""
+        walk stops once the page is full (figures: docs/benchmarks.md). Lower-cased as it walks:
+        a copy of every name kept for this cost more memory than the walk costs time."""
         needle = query.lower()
-        text = self.search_text
-        found = (a for a in self.agents.values() if needle in text[a["id"]][0] or needle in text[a["id"]][1])
+        found = (a for a in self.agents.values() if needle in a["name"].lower() or needle in a["type"].lower())
         return list(itertools.islice(found, offset, offset + limit))
 
     def status(self) -> Dict[str, Any]:

@@ -71,7 +71,8 @@ def parse_json(body: bytes) -> Any:
     so no parse builds a huge structure; the C parser's own recursion limit stops a body of
     thousands of `[` (a RecursionError, formerly a 500), and nesting below that but over
     MAX_JSON_DEPTH is refused after parsing by a walk that visits at most MAX_JSON_ITEMS values."""
-    if body.count(b",") + body.count(b"[") + body.count(b"{") >= MAX_JSON_ITEMS:
+    openers = body.count(b"[") + body.count(b"{")
+    if body.count(b",") + openers >= MAX_JSON_ITEMS:
         raise BadJson(f"JSON body has more than {MAX_JSON_ITEMS} values")
     try:
         data = json.loads(body)
@@ -79,6 +80,8 @@ def parse_json(body: bytes) -> Any:
         raise BadJson(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError:  # includes UnicodeDecodeError
         raise BadJson("malformed JSON") from None
+    if openers <= MAX_JSON_DEPTH:  # fewer openers than the limit (in strings too): no walk needed
+        return data
     stack = [(data, 1)]
     while stack:
         value, depth = stack.pop()

@@ -1,13 +1,14 @@
 """All SQL of the service. Every statement is parameterized; one connection per process."""
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import json
 import os
 import secrets
 import threading
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import db
 from .security import new_pseudonym
@@ -23,6 +24,8 @@ def _row(cursor: Any, row: Tuple[Any, ...]) -> Dict[str, Any]:
 
 USER_COLUMNS = "id, username, role, pseudonym, subject, token_generation, disabled"
 AGENT_COLUMNS = "id, name, type, capabilities, state, current_task, tasks_completed, created_at, updated_at"
+# One SQL statement and its parameters.
+Statement = Tuple[str, Tuple[Any, ...]]
 TASK_COLUMNS = (
     "id, description, priority, required_capabilities, state, assigned_agent, result, error, "
     "created_at, updated_at"
@@ -67,6 +70,26 @@ class Store:
         with self.lock:
             cur = self.conn.execute(sql, params)
             return int(cur.rowcount)
+
+    def execute_each(self, statements: List[Statement]) -> List[Optional[BaseException]]:
+        """Run statements in one transaction (one commit, one encryption of each page they
+        touch); if that fails, each in its own, so one bad row does not fail the others.
+        Returns each statement's error, None where it was committed."""
+        try:
+            with self.transaction() as conn:
+                for sql, params in statements:
+                    conn.execute(sql, params)
+        except db.sqlite.Error:
+            errors: List[Optional[BaseException]] = []
+            for sql, params in statements:
+                try:
+                    self.execute(sql, params)
+                except db.sqlite.Error as exc:
+                    errors.append(exc)
+                else:
+                    errors.append(None)
+            return errors
+        return [None] * len(statements)
 
     def ping(self) -> bool:
         return self.one("SELECT 1 AS ok") is not None
@@ -211,8 +234,9 @@ class Store:
         row["capabilities"] = json.loads(row["capabilities"])
         return row
 
-    def insert_agent(self, agent: Dict[str, Any], created_by: Optional[int]) -> None:
-        self.execute(
+    @staticmethod
+    def agent_insert(agent: Dict[str, Any], created_by: Optional[int]) -> Statement:
+        return (
             "INSERT INTO agents (id, name, type, capabilities, state, current_task, tasks_completed,"
             " created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -257,8 +281,9 @@ class Store:
         row["result"] = json.loads(row["result"]) if row["result"] else None
         return row
 
-    def insert_task(self, task: Dict[str, Any], created_by: Optional[int]) -> None:
-        self.execute(
+    @staticmethod
+    def task_insert(task: Dict[str, Any], created_by: Optional[int]) -> Statement:
+        return (
             "INSERT INTO tasks (id, description, priority, required_capabilities, state, assigned_agent,"
             " result, error, created_by, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -363,3 +388,42 @@ class Store:
             ).rowcount
             conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
         return {"api_keys": keys, "agents_unlinked": agents, "tasks_unlinked": tasks, "audit_events_pseudonymised": audit}
+
+
+class GroupCommit:
+    """Rows the API inserts while the event loop is busy share one transaction: one WAL commit
+    and one encryption of each page they touch, instead of one per row (figures:
+    docs/benchmarks.md). Each writer waits for the COMMIT, so an answer still means the row is
+    in the database, and its `on_commit` runs right after it, in submission order, even when
+    the waiting request was cancelled meanwhile (the hive's memory never misses a stored row)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        # Per event loop: a future is only ever completed on its own loop.
+        self.pending: Dict[asyncio.AbstractEventLoop, List[Tuple[Statement, Callable[[], None], asyncio.Future[None]]]] = {}
+
+    async def write(self, statement: Statement, on_commit: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        queue = self.pending.setdefault(loop, [])
+        if not queue:
+            loop.call_soon(self._flush, loop)
+        queue.append((statement, on_commit, future))
+        await asyncio.shield(future)
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self.pending.pop(loop, [])
+        try:
+            errors = self.store.execute_each([statement for statement, _, _ in batch])
+        except BaseException as exc:  # noqa: BLE001 - handed to every writer, re-raised there
+            errors = [exc] * len(batch)
+        for (_, on_commit, future), error in zip(batch, errors):
+            if error is None:
+                try:
+                    on_commit()
+                except BaseException as exc:  # noqa: BLE001 - the writer's own failure, raised to it
+                    error = exc
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
