@@ -28,8 +28,8 @@ PRIORITIES = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()}
 # Markup or script in any text field is an attack probe, not data. Every quantifier is bounded
 # and no two adjacent ones can match the same characters, so a search costs a constant per
-# start position: linear in the text, whatever it holds (an unbounded `<\s*/?\s*x` took 18 s
-# on `<` followed by 16,000 spaces). "select ... from" is two searches instead of `.+`.
+# start position: linear in the text, whatever it holds (what an unbounded one cost:
+# docs/benchmarks.md). "select ... from" is two searches instead of `.+`.
 SUSPICIOUS_RE = re.compile(
     r"<[\s/]{0,16}(?:script|iframe|img|svg|object|embed|body|html)\b|javascript:|\bon[a-z]{2,24}\s{0,8}=|"
     r"\bunion\s{1,8}(?:all\s{1,8})?select\b|\b(?:drop|alter|truncate)\s{1,8}table\b|"
