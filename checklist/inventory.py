@@ -3,7 +3,7 @@
     ansible-inventory -i INVENTORY --list | python3 -m checklist.inventory [--group hub] \\
         [--ssh-config FILE --control-dir DIR]
 
-prints one JSON object: ``{"hosts": [{"name", "connection", "address", "testinfra"}],
+prints one JSON object: ``{"hosts": [{"name", "connection", "address", "testinfra", "layout"}],
 "attestations": {...}}``. Only these few values leave the inventory: its other variables (vault
 secrets among them) are never written anywhere.
 
@@ -27,7 +27,10 @@ import json
 import os
 import shlex
 import sys
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
 
 PODMAN_CONNECTIONS = {"containers.podman.podman", "podman"}
 SSH_CONNECTIONS = {"ssh", "smart", "ansible.builtin.ssh", "paramiko", "paramiko_ssh"}
@@ -197,14 +200,29 @@ def ssh_config(hosts: List[Dict[str, Any]], control_dir: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The service layout's one owner (account, directories, ports): the verification suite reads a
+# host's layout as these defaults under the host's own values (molecule/shared/tests/conftest.py).
+LAYOUT_DEFAULTS = Path(__file__).resolve().parent.parent / "roles" / "hub_common" / "defaults" / "main.yml"
+
+
+def layout_names() -> List[str]:
+    """The names of the service layout's variables (hub_common's defaults)."""
+    with open(LAYOUT_DEFAULTS, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle) or {}
+    return sorted(str(k) for k in data)
+
+
 def summarise(inventory: Dict[str, Any], group: str = "hub") -> Dict[str, Any]:
     hostvars = inventory.get("_meta", {}).get("hostvars", {})
+    names = layout_names()
     hosts = []
     for name in group_hosts(inventory, group):
         hv = hostvars.get(name, {})
         connection = str(hv.get("ansible_connection", "ssh"))
         address = str(_first(hv, "ansible_host", "ansible_ssh_host") or name)
         entry: Dict[str, Any] = {"name": name, "connection": connection, "address": address}
+        # Only the layout's own values leave the inventory (no secret is among them).
+        entry["layout"] = {k: hv[k] for k in names if k in hv}
         if connection in PODMAN_CONNECTIONS:
             entry["testinfra"] = f"podman://{address}"
         elif connection in SSH_CONNECTIONS:

@@ -22,7 +22,7 @@ work=$(mktemp -d /tmp/upgrade-distribution.XXXXXX)
 . scripts/lib/host-test.sh
 # Fingerprints, never the values: the secrets in the environment file and the admin password.
 secrets_digest() {
-  on_host sh -c "grep -E '^(JWT_SECRET|DATABASE_ENCRYPTION_KEY|API_ENCRYPTION_KEY)=' /etc/ai-orchestrator/environment | sort | sha256sum;
+  on_host sh -c "grep -E '^(JWT_SECRET|DATABASE_ENCRYPTION_KEY|API_ENCRYPTION_KEY)=' $config_dir/environment | sort | sha256sum;
     sha256sum < /root/.ai-orchestrator-admin-password"
 }
 agent_exists() { agent_named dist-upgrade-canary; }
@@ -31,11 +31,11 @@ say "$host on $from_image: first converge, one agent"
 inv=$(scripts/dev-target.sh up "$host" "$from_image")
 converge "$work/1-converge.log" || { tail -40 "$work/1-converge.log"; exit 1; }
 on_host curl -fsS -o /dev/null -H "Authorization: Bearer $(api_token)" -H 'Content-Type: application/json' \
-  -d '{"name":"dist-upgrade-canary","type":"worker","capabilities":[]}' http://127.0.0.1:8080/api/agents
+  -d '{"name":"dist-upgrade-canary","type":"worker","capabilities":[]}' "http://127.0.0.1:$http_port/api/agents"
 check "the agent exists before the upgrade" agent_exists
 secrets_before=$(secrets_digest)
 python_before=$(host_python)
-release_before=$(on_host readlink /opt/ai-orchestrator/current)
+release_before=$(on_host readlink "$install_dir/current")
 echo "Python $python_before, current -> $release_before"
 
 say "apt: $from_suite -> $to_suite"
@@ -69,8 +69,8 @@ t0=$SECONDS
 podman restart "$host" >/dev/null
 inv=$(scripts/dev-target.sh up "$host")
 echo "booted in $((SECONDS - t0)) s: Python $(host_python) (was $python_before);" \
-  "before the re-run the service is $(on_host systemctl is-active ai-orchestrator || true)," \
-  "the current release $(on_host /opt/ai-orchestrator/current/venv/bin/python -c 'import multiagent_hive' 2>/dev/null &&
+  "before the re-run the service is $(on_host systemctl is-active "$service_name" || true)," \
+  "the current release $(on_host "$install_dir/current/venv/bin/python" -c 'import multiagent_hive' 2>/dev/null &&
     echo still imports the app || echo no longer imports the app \(its venv was made for Python "$python_before"\))"
 
 say "re-run site.yml"
@@ -82,8 +82,8 @@ fi
 check "the run used the upgraded host's facts ($(host_identity))" test "$(cached_identity)" = "$(host_identity)"
 check "the full fact gather ran" test "$(full_gather "$work/3-converge.log")" = ok
 check "the app runs on the host's Python ($(host_python))" test "$(release_python 2>/dev/null)" = "$(host_python)"
-check "a new release is current ($(on_host readlink /opt/ai-orchestrator/current))" \
-  test "$(on_host readlink /opt/ai-orchestrator/current)" != "$release_before"
+check "a new release is current ($(on_host readlink "$install_dir/current"))" \
+  test "$(on_host readlink "$install_dir/current")" != "$release_before"
 check "the app answers its health check" healthy
 check "the agent is kept" agent_exists
 check "every secret and the admin password are kept" test "$(secrets_digest)" = "$secrets_before"

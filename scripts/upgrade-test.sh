@@ -22,7 +22,7 @@ work=$(mktemp -d /tmp/upgrade-test.XXXXXX)
 cache="$here/.cache/upgrade-test"
 # shellcheck source=scripts/lib/host-test.sh
 . scripts/lib/host-test.sh
-hive() { on_host runuser -u ai-orchestrator -- /opt/ai-orchestrator/multiagent-hive "$@"; }
+hive() { on_host runuser -u "$service_user" -- "$install_dir/multiagent-hive" "$@"; }
 
 # One copy of app/ per test build: version bumped, fault applied by a small Python edit.
 variant() {
@@ -69,15 +69,15 @@ lb_hooks() {
   cat >"$work/lb-drain.yml" <<'EOF'
 ---
 - name: Test balancer | take the host out
-  ansible.builtin.shell: echo "drain $(readlink /opt/ai-orchestrator/current)" >> /run/upgrade-test-lb.log
+  ansible.builtin.shell: echo "drain $(readlink {{ hub_install_dir }}/current)" >> /run/upgrade-test-lb.log
   changed_when: true
 EOF
   cat >"$work/lb-restore.yml" <<'EOF'
 ---
 - name: Test balancer | put the host back once healthy
   ansible.builtin.shell: >-
-    echo "restore $(readlink /opt/ai-orchestrator/current)
-    $(curl -fsS http://127.0.0.1:8080/api/health)" >> /run/upgrade-test-lb.log
+    echo "restore $(readlink {{ hub_install_dir }}/current)
+    $(curl -fsS http://127.0.0.1:{{ hub_http_port }}/api/health)" >> /run/upgrade-test-lb.log
   changed_when: true
 EOF
 }
@@ -90,8 +90,8 @@ agent_exists() { agent_named upgrade-canary; }
 version_is() { [ "$(hive --version)" = "multiagent-hive $1" ]; }
 serves() { version_is "$1" && healthy; }
 schema_is() { hive --schema-info | python3 -c "import json,sys; sys.exit(json.load(sys.stdin)['schema_version'] != $1)"; }
-current_is() { [ "$(on_host readlink /opt/ai-orchestrator/current)" = "$1" ]; }
-backups() { on_host sh -c 'ls /var/backups/ai-orchestrator/hive_backup_*.db.gz 2>/dev/null | wc -l'; }
+current_is() { [ "$(on_host readlink "$install_dir/current")" = "$1" ]; }
+backups() { on_host sh -c "ls $backup_dir/hive_backup_*.db.gz 2>/dev/null | wc -l"; }
 
 say "host $host ($image)"
 inv=$(scripts/dev-target.sh up "$host" "$image")
@@ -108,9 +108,9 @@ ansible-playbook -i "$inv" playbooks/site.yml --tags base,app -e "hub_app_source
   { tail -40 "$work/00-converge.log"; exit 1; }
 check "1.0.0 serves" version_is 1.0.0
 on_host curl -fsS -o /dev/null -H "Authorization: Bearer $(api_token)" -H 'Content-Type: application/json' \
-  -d '{"name":"upgrade-canary","type":"worker","capabilities":[]}' http://127.0.0.1:8080/api/agents
+  -d '{"name":"upgrade-canary","type":"worker","capabilities":[]}' "http://127.0.0.1:$http_port/api/agents"
 check "an agent exists" agent_exists
-release100=$(on_host readlink /opt/ai-orchestrator/current)
+release100=$(on_host readlink "$install_dir/current")
 base=$(hive --schema-info | python3 -c 'import json,sys; print(json.load(sys.stdin)["schema_version"])')
 echo "current -> $release100"
 b0=$(backups)
@@ -150,9 +150,9 @@ check "schema $((base + 1))" schema_is $((base + 1))
 check "the agent is still there" agent_exists
 check "a pre-upgrade backup was taken" test "$(backups)" -gt "$b2"
 check "the balancer hooks drained 1.0.0, then restored with 1.1.0 healthy" \
-  lb_saw "$release100" "$(on_host readlink /opt/ai-orchestrator/current)"
-check "previous -> 1.0.0" sh -c "[ \"\$(podman exec $host readlink /opt/ai-orchestrator/previous)\" = '$release100' ]"
-check "at most 3 releases kept" test "$(on_host sh -c 'ls -d /opt/ai-orchestrator/releases/*/ | wc -l')" -le 3
+  lb_saw "$release100" "$(on_host readlink "$install_dir/current")"
+check "previous -> 1.0.0" sh -c "[ \"\$(podman exec $host readlink $install_dir/previous)\" = '$release100' ]"
+check "at most 3 releases kept" test "$(on_host sh -c "ls -d $install_dir/releases/*/ | wc -l")" -le 3
 deploy "$v110" "$work/04-rerun.log" || true
 echo "re-run: $(recap "$work/04-rerun.log")"
 check "re-run changes nothing" unchanged "$work/04-rerun.log"

@@ -94,7 +94,7 @@ rc=0
 if [ ${#specs[@]} -gt 0 ]; then
   hosts=$(IFS=,; echo "${specs[*]}")
   echo "verify: testing $hosts"
-  PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" pytest molecule/shared/tests \
+  HUB_VERIFY_HOSTS="$summary" PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" pytest molecule/shared/tests \
     -p no:cacheprovider -p checklist.pytest_checklist \
     --hosts="$hosts" --ssh-config="$ssh_config" \
     --checklist-results="$results" --junitxml="$junit" \

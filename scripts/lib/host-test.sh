@@ -7,6 +7,14 @@
 : "${host:?set host before sourcing host-test.sh}" "${work:?set work before sourcing host-test.sh}"
 inv=${inv:-}
 started=$SECONDS
+# The service layout these throwaway hosts run: hub_common's defaults, the one place it is defined.
+layout() { python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]])' roles/hub_common/defaults/main.yml "$1"; }
+install_dir=$(layout hub_install_dir)
+service_user=$(layout hub_service_user)
+service_name=$(layout hub_service_name)
+config_dir=$(layout hub_config_dir)
+backup_dir=$(layout hub_backup_dir)
+http_port=$(layout hub_http_port)
 failures=0
 
 host_test_cleanup() {
@@ -28,7 +36,7 @@ check() { # check WHAT COMMAND...: one ok/FAIL line; a failure is counted, the s
 on_host() { podman exec "$host" "$@"; }
 recap() { grep -A1 'PLAY RECAP' "$1" | tail -1; }
 unchanged() { recap "$1" | grep -qE 'changed=0 .*failed=0'; }
-healthy() { on_host curl -fsS -o /dev/null http://127.0.0.1:8080/api/health; }
+healthy() { on_host curl -fsS -o /dev/null "http://127.0.0.1:$http_port/api/health"; }
 # The result line of the full fact gather in a playbook log: "ok" (it ran) or "skipping".
 full_gather() { grep -A2 '^TASK \[Facts | Gather every fact' "$1" | grep -oE '^(ok|skipping|changed|fatal)' | head -1; }
 # What the facts Ansible holds for the host say (the cache, as the last run left it), and what the
@@ -43,7 +51,7 @@ host_identity() {
   on_host sh -c '. /etc/os-release; echo "${VERSION_ID%%.*} $(python3 -c "import platform; print(platform.python_version())") $(cat /etc/machine-id)"'
 }
 host_python() { on_host /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
-release_python() { on_host /opt/ai-orchestrator/current/venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
+release_python() { on_host "$install_dir/current/venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])'; }
 converge() { # converge LOG [args]: site.yml on the host, timed
   local log=$1 t0=$SECONDS rc=0
   shift
@@ -56,10 +64,10 @@ api_token() {
   local pw
   pw=$(on_host cat /root/.ai-orchestrator-admin-password)
   on_host curl -fsS -H 'Content-Type: application/json' \
-    -d "{\"username\":\"admin\",\"password\":\"$pw\"}" http://127.0.0.1:8080/api/auth/login |
+    -d "{\"username\":\"admin\",\"password\":\"$pw\"}" "http://127.0.0.1:$http_port/api/auth/login" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'
 }
 # agent_named NAME: the hub lists an agent of that name.
 agent_named() {
-  on_host curl -fsS -H "Authorization: Bearer $(api_token)" http://127.0.0.1:8080/api/agents | grep -q "\"$1\""
+  on_host curl -fsS -H "Authorization: Bearer $(api_token)" "http://127.0.0.1:$http_port/api/agents" | grep -q "\"$1\""
 }

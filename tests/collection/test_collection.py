@@ -19,7 +19,9 @@ OPERATOR_PLAYBOOK = """\
   hosts: hub
   become: true
   roles:
+    - role: hub.provision.hub_common
     - role: hub.provision.hub_base
+    - role: hub.provision.hub_os
     - role: hub.provision.hub_firewall
     - role: hub.provision.hub_ssh
     - role: hub.provision.hub_app
@@ -63,7 +65,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 def test_installed_layout(installed: tuple[Path, dict[str, str]]) -> None:
     work, _ = installed
     root = work / "collections" / "ansible_collections" / "hub" / "provision"
-    for path in ("roles/hub_app/defaults/main.yml", "playbooks/site.yml", "plugins/strategy/mitogen_linear.py",
+    for path in ("roles/hub_app/defaults/main.yml", "roles/hub_common/defaults/main.yml", "playbooks/site.yml", "plugins/strategy/mitogen_linear.py",
                  "meta/runtime.yml", "app/src/multiagent_hive/__init__.py"):
         assert (root / path).is_file(), path
 

@@ -44,7 +44,9 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
     playbook = Path(sys.executable).parent / "ansible-playbook"
     cmd = [str(playbook) if playbook.exists() else "ansible-playbook",
            "-i", str(HERE / "inventory.yml"), str(HERE / "render.yml"),
-           "-e", json.dumps({"out_dir": str(out), "platform_roles": sorted(p.parent.parent.name for p in ROLES.glob("*/tasks/main.yml"))})]
+           "-e", json.dumps({"out_dir": str(out), "platform_roles": sorted(p.parent.parent.name for p in ROLES.glob("*/tasks/main.yml")),
+                             "platform_os_roles": sorted({p.parent.parent.name for p in ROLES.glob("*/vars/*.yml")
+                                                          if p.name != "main.yml"})})]
     run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
     return {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}

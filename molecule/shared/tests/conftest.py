@@ -7,13 +7,115 @@ The same suite runs under Molecule (testinfra verifier) and against any inventor
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import pytest
+import yaml
 
 ADMIN_PASSWORD_FILE = "/root/.ai-orchestrator-admin-password"
+# The one owner of the service layout (account, directories, ports): its defaults, under which
+# each host's own inventory values are laid (layout()).
+LAYOUT_DEFAULTS = Path(__file__).resolve().parents[3] / "roles" / "hub_common" / "defaults" / "main.yml"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The service layout of one host: hub_common's variables as that host resolves them."""
+
+    user: str
+    group: str
+    service: str
+    install_dir: str
+    config_dir: str
+    data_dir: str
+    log_dir: str
+    backup_dir: str
+    http_port: int
+    metrics_port: int
+    node_exporter_port: int
+
+    @property
+    def app(self) -> str:
+        """The guide's entry point (a link into the current release)."""
+        return f"{self.install_dir}/multiagent-hive"
+
+    @property
+    def current(self) -> str:
+        """The link to the running release."""
+        return f"{self.install_dir}/current"
+
+    @property
+    def venv(self) -> str:
+        return f"{self.install_dir}/venv"
+
+    @property
+    def python(self) -> str:
+        return f"{self.venv}/bin/python"
+
+    @property
+    def apparmor_profile(self) -> str:
+        """hub_mac's profile file, named after the program it confines."""
+        return "/etc/apparmor.d/" + self.install_dir.strip("/").replace("/", ".") + ".multiagent-hive"
+
+    @property
+    def env_file(self) -> str:
+        return f"{self.config_dir}/environment"
+
+    @property
+    def config_file(self) -> str:
+        return f"{self.config_dir}/config.toml"
+
+    @property
+    def database(self) -> str:
+        return f"{self.data_dir}/hive_persistence.db"
+
+    @property
+    def audit_log(self) -> str:
+        return f"{self.log_dir}/audit.log"
+
+
+@lru_cache(maxsize=1)
+def _layout_defaults() -> Dict[str, Any]:
+    with open(LAYOUT_DEFAULTS, encoding="utf-8") as handle:
+        return dict(yaml.safe_load(handle))
+
+
+def _host_values(host: Any) -> Dict[str, Any]:
+    """The host's own inventory values: through Ansible under Molecule (testinfra's ansible
+    backend), else from the summary scripts/verify.sh made of the inventory (HUB_VERIFY_HOSTS,
+    checklist/inventory.py: only the layout's variables leave the inventory)."""
+    if host.backend.NAME == "ansible":
+        return dict(host.ansible.get_variables())
+    summary = os.environ.get("HUB_VERIFY_HOSTS")
+    if summary:
+        with open(summary, encoding="utf-8") as handle:
+            for entry in json.load(handle)["hosts"]:
+                if entry["name"] == host.backend.get_hostname():
+                    return dict(entry.get("layout", {}))
+    return {}
+
+
+_LAYOUTS: Dict[str, Layout] = {}
+
+
+def layout(host: Any) -> Layout:
+    """The service layout of this host: hub_common's defaults, overridden by the host's values."""
+    key = host.backend.get_pytest_id()
+    if key not in _LAYOUTS:
+        defaults = _layout_defaults()
+        own = _host_values(host)
+        v = {name: own.get(name, value) for name, value in defaults.items()}
+        _LAYOUTS[key] = Layout(
+            user=v["hub_service_user"], group=v["hub_service_group"], service=v["hub_service_name"],
+            install_dir=v["hub_install_dir"], config_dir=v["hub_config_dir"], data_dir=v["hub_data_dir"],
+            log_dir=v["hub_log_dir"], backup_dir=v["hub_backup_dir"], http_port=int(v["hub_http_port"]),
+            metrics_port=int(v["hub_metrics_port"]), node_exporter_port=int(v["hub_node_exporter_port"]))
+    return _LAYOUTS[key]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -99,7 +201,7 @@ class Client:
 @pytest.fixture()
 def app_client(host: Any) -> Client:
     """The app directly on its loopback port (behind nginx in production)."""
-    return Client(host, "http://127.0.0.1:8080")
+    return Client(host, f"http://127.0.0.1:{layout(host).http_port}")
 
 
 @pytest.fixture()

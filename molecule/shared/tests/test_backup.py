@@ -8,21 +8,19 @@ from typing import Any, List
 
 import pytest
 
-from conftest import Client
+from conftest import Client, layout
 
-APP = "/opt/ai-orchestrator/multiagent-hive"
 SCRIPT = "/usr/local/bin/backup-ai-orchestrator"
-BACKUP_DIR = "/var/backups/ai-orchestrator"
 CRON_FILE = "/etc/cron.d/ai-orchestrator-backup"
-UNIT = "ai-orchestrator"
 
 
 def as_service(host: Any, command: str) -> Any:
-    return host.run(f"runuser -u ai-orchestrator -- {command}")
+    return host.run(f"runuser -u {layout(host).user} -- {command}")
 
 
 def backups(host: Any) -> List[str]:
-    out = host.run(f"ls -1 {BACKUP_DIR}").stdout.split()
+    L = layout(host)
+    out = host.run(f"ls -1 {L.backup_dir}").stdout.split()
     return sorted(name for name in out if name.startswith("hive_backup_") and name.endswith(".db.gz"))
 
 
@@ -43,33 +41,35 @@ def wait_healthy(client: Client, seconds: int = 60) -> None:
 
 @pytest.mark.checklist("PRE-DB-3")
 def test_backup_script_and_schedule(host: Any) -> None:
+    L = layout(host)
     script = host.file(SCRIPT)
-    assert (script.user, script.group) == ("root", "ai-orchestrator")
+    assert (script.user, script.group) == ("root", L.group)
     assert script.mode & 0o022 == 0 and script.mode & 0o010
     assert host.run(f"bash -n {SCRIPT}").rc == 0
     cron = host.file(CRON_FILE)
     assert cron.user == "root" and cron.mode & 0o022 == 0
     entries = [line.split() for line in cron.content_string.splitlines() if line.strip() and not line.startswith("#")]
-    assert ["0", "2", "*", "*", "*", "ai-orchestrator", SCRIPT] in entries
+    assert ["0", "2", "*", "*", "*", L.user, SCRIPT] in entries
     cron_unit = "crond" if host.system_info.distribution in ("rhel", "rocky", "centos", "almalinux") else "cron"
     assert host.service(cron_unit).is_running
-    directory = host.file(BACKUP_DIR)
-    assert (directory.user, directory.mode) == ("ai-orchestrator", 0o750)
+    directory = host.file(L.backup_dir)
+    assert (directory.user, directory.mode) == (L.user, 0o750)
 
 
 @pytest.mark.checklist("PRE-DB-3", "PRE-DBC-4", "MNT-SEC-W-4")
 def test_backup_run_writes_a_verified_private_backup(host: Any) -> None:
+    L = layout(host)
     before = set(backups(host))
     result = run_backup(host)
     assert result.rc == 0, result.stderr
     assert "Backup completed" in result.stdout
     new = sorted(set(backups(host)) - before)
     assert len(new) == 1
-    path = f"{BACKUP_DIR}/{new[0]}"
+    path = f"{L.backup_dir}/{new[0]}"
     made = host.file(path)
-    assert (made.user, made.mode) == ("ai-orchestrator", 0o600)
+    assert (made.user, made.mode) == (L.user, 0o600)
     assert host.run(f"gzip -t {path}").rc == 0
-    verify = as_service(host, f"{APP} --verify-backup {path}")
+    verify = as_service(host, f"{L.app} --verify-backup {path}")
     assert verify.rc == 0, verify.stderr
     assert json.loads(verify.stdout)["integrity"] == "ok"
     # Still ciphertext inside the gzip.
@@ -80,11 +80,12 @@ def test_backup_run_writes_a_verified_private_backup(host: Any) -> None:
 
 @pytest.mark.checklist("PRE-DB-3")
 def test_retention_only_after_a_good_backup(host: Any) -> None:
-    old = f"{BACKUP_DIR}/hive_backup_20000101_000000.db.gz"
-    emergency = f"{BACKUP_DIR}/emergency_backup_20000101_000000.db"
+    L = layout(host)
+    old = f"{L.backup_dir}/hive_backup_20000101_000000.db.gz"
+    emergency = f"{L.backup_dir}/emergency_backup_20000101_000000.db"
     try:
         for path in (old, emergency):
-            host.check_output(f"runuser -u ai-orchestrator -- touch -d '40 days ago' {path}")
+            host.check_output(f"runuser -u {L.user} -- touch -d '40 days ago' {path}")
         # A failing backup (the wrong key: the process environment wins over the env file)
         # exits non-zero, leaves no partial file and deletes nothing.
         before = set(backups(host))
@@ -104,23 +105,24 @@ def test_retention_only_after_a_good_backup(host: Any) -> None:
 
 @pytest.mark.checklist("PRE-DB-4", "MNT-SEC-M-3", "MNT-COMP-A-3")
 def test_backup_restore_round_trip_loses_no_rows(host: Any, app_client: Client, app_admin_token: str) -> None:
+    L = layout(host)
     auth = {"Authorization": f"Bearer {app_admin_token}"}
     kept, lost = f"kept-{uuid.uuid4().hex[:8]}", f"lost-{uuid.uuid4().hex[:8]}"
     assert app_client.post("/api/agents", headers=auth, json_body={"name": kept, "type": "worker"}).status == 201
     result = run_backup(host)
     assert result.rc == 0, result.stderr
-    latest = f"{BACKUP_DIR}/{backups(host)[-1]}"
+    latest = f"{L.backup_dir}/{backups(host)[-1]}"
     assert app_client.post("/api/agents", headers=auth, json_body={"name": lost, "type": "worker"}).status == 201
     try:
-        host.check_output(f"systemctl stop {UNIT}")
-        restored = as_service(host, f"{APP} --restore {latest}")
+        host.check_output(f"systemctl stop {L.service}")
+        restored = as_service(host, f"{L.app} --restore {latest}")
         assert restored.rc == 0, restored.stderr
         previous = json.loads(restored.stdout)["previous"]
         assert previous and host.file(previous).exists  # the pre-restore copy for a rollback
-        verify = as_service(host, f"{APP} --verify-database")
+        verify = as_service(host, f"{L.app} --verify-database")
         assert verify.rc == 0, verify.stderr
     finally:
-        host.run(f"systemctl start {UNIT}")
+        host.run(f"systemctl start {L.service}")
     wait_healthy(app_client)
     token = app_client.post(
         "/api/auth/login",

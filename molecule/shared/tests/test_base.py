@@ -8,17 +8,18 @@ from typing import Any, Dict, List
 
 import pytest
 
-USER = "ai-orchestrator"
-UNIT = "ai-orchestrator"
+from conftest import layout
+
 SUDOERS = "/etc/sudoers.d/ai-orchestrator-operators"
 SYSCTL_FILE = "/etc/sysctl.d/60-hub-hardening.conf"
 
+# The layout's directories (conftest.Layout attributes), their owner and group, and mode.
 DIRECTORIES = [
-    ("/opt/ai-orchestrator", USER, USER, 0o750),
-    ("/var/log/ai-orchestrator", USER, USER, 0o750),
-    ("/var/lib/ai-orchestrator", USER, USER, 0o750),
-    ("/etc/ai-orchestrator", "root", USER, 0o750),
-    ("/var/backups/ai-orchestrator", USER, USER, 0o750),
+    ("install_dir", "user", "group", 0o750),
+    ("log_dir", "user", "group", 0o750),
+    ("data_dir", "user", "group", 0o750),
+    ("config_dir", "root", "group", 0o750),
+    ("backup_dir", "user", "group", 0o750),
 ]
 
 # Per-network-namespace hardening, checked everywhere (containers included).
@@ -54,25 +55,27 @@ def in_container(host: Any) -> bool:
 
 @pytest.mark.checklist("PRE-ACC-1")
 def test_service_account_as_the_guide(host: Any) -> None:
-    user = host.user(USER)
+    L = layout(host)
+    user = host.user(L.user)
     assert user.exists
-    assert user.group == USER
+    assert user.group == L.group
     assert user.shell == "/bin/false"
-    assert user.home == "/opt/ai-orchestrator"
+    assert user.home == L.install_dir
     # useradd -r: a system account, below the first regular uid of login.defs.
     uid_min = host.run("awk '$1 == \"UID_MIN\" {print $2}' /etc/login.defs").stdout.strip() or "1000"
     assert user.uid < int(uid_min)
     with host.sudo():
-        shadow = host.check_output(f"getent shadow {USER}").split(":")
+        shadow = host.check_output(f"getent shadow {L.user}").split(":")
     assert shadow[1].startswith(("!", "*")), "the service account must have no usable password"
 
 
 @pytest.mark.checklist("PRE-ACC-1")
 @pytest.mark.parametrize("path,owner,group,mode", DIRECTORIES)
 def test_service_directories(host: Any, path: str, owner: str, group: str, mode: int) -> None:
-    d = host.file(path)
+    L = layout(host)
+    d = host.file(getattr(L, path))
     assert d.is_directory
-    assert (d.user, d.group, d.mode) == (owner, group, mode)
+    assert (d.user, d.group, d.mode) == (getattr(L, owner, owner), getattr(L, group), mode)
 
 
 def test_needed_packages_installed(host: Any) -> None:
@@ -184,6 +187,7 @@ def test_sudoers_dropin_valid(host: Any) -> None:
 
 @pytest.mark.checklist("PRE-ACC-4")
 def test_sudoers_grants_only_service_management(host: Any) -> None:
+    L = layout(host)
     data = sudoers_json(host)
     aliases = data.get("Command_Aliases", {})
     specs = data["User_Specs"]
@@ -201,21 +205,22 @@ def test_sudoers_grants_only_service_management(host: Any) -> None:
                 assert not entry.get("negated")
                 path, _, args = entry["command"].partition(" ")
                 granted.add((os.path.basename(path), args))
-    expected = {("systemctl", f"{verb} {UNIT}") for verb in ("start", "stop", "restart", "reload", "status")}
-    expected.add(("journalctl", f"-u {UNIT}"))
+    expected = {("systemctl", f"{verb} {L.service}") for verb in ("start", "stop", "restart", "reload", "status")}
+    expected.add(("journalctl", f"-u {L.service}"))
     assert granted == expected
 
 
 @pytest.mark.checklist("PRE-ACC-4")
 def test_sudo_readonly_commands_cannot_spawn_a_shell(host: Any) -> None:
     """status and journalctl open a pager, a pager opens a shell: NOEXEC stops that."""
+    L = layout(host)
     data = sudoers_json(host)
     aliases = data.get("Command_Aliases", {})
     for cmnd_spec in data["User_Specs"][0]["Cmnd_Specs"]:
         commands = []
         for cmd in cmnd_spec["Commands"]:
             commands += aliases[cmd["cmndalias"]] if "cmndalias" in cmd else [cmd]
-        if any(c["command"].endswith(f"status {UNIT}") or "journalctl" in c["command"] for c in commands):
+        if any(c["command"].endswith(f"status {L.service}") or "journalctl" in c["command"] for c in commands):
             assert {"noexec": True} in cmnd_spec.get("Options", [])
 
 

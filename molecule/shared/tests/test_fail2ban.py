@@ -13,8 +13,9 @@ from typing import Any, List, Optional, Tuple
 
 import pytest
 
+from conftest import layout
+
 APP_JAIL = "ai-orchestrator-auth"
-AUDIT_LOG = "/var/log/ai-orchestrator/audit.log"
 FILTER = "/etc/fail2ban/filter.d/ai-orchestrator-auth.conf"
 REPO = Path(__file__).resolve().parents[3]
 
@@ -58,6 +59,7 @@ def test_fail2ban_configuration_valid(host: Any) -> None:
 
 @pytest.mark.checklist("PRE-NET-4")
 def test_jails_have_the_guides_limits(host: Any) -> None:
+    L = layout(host)
     expected = {
         "sshd": {"maxretry": "3", "bantime": "3600", "findtime": "600"},
         APP_JAIL: {"maxretry": "5", "bantime": "1800", "findtime": "300"},
@@ -65,7 +67,7 @@ def test_jails_have_the_guides_limits(host: Any) -> None:
     for jail, values in expected.items():
         for key, value in values.items():
             assert f2b(host, "get", jail, key).strip() == value, (jail, key)
-    assert AUDIT_LOG in f2b(host, "get", APP_JAIL, "logpath")
+    assert L.audit_log in f2b(host, "get", APP_JAIL, "logpath")
 
 
 @pytest.mark.checklist("PRE-NET-4")
@@ -114,6 +116,7 @@ FORGED = {"Authorization": "Bearer forged.token.value"}
 def test_filter_on_real_app_lines(host: Any, edge_client: Any) -> None:
     """A request with an invalid token and an injection attempt through nginx, read back from the
     audit log (no login: logins are rate limited and the suite needs its own)."""
+    L = layout(host)
     marker = uuid.uuid4().hex[:12]
     resp = edge_client.get(f"/api/agents/real-{marker}", headers=FORGED)
     assert resp.status == 401, resp.body
@@ -121,9 +124,9 @@ def test_filter_on_real_app_lines(host: Any, edge_client: Any) -> None:
     resp = edge_client.get(injected, headers=FORGED)
     assert resp.status == 401, resp.body
     with host.sudo():
-        lines = host.check_output(f"grep -a -F {shlex.quote(marker)} {AUDIT_LOG} || true").splitlines()
+        lines = host.check_output(f"grep -a -F {shlex.quote(marker)} {L.audit_log} || true").splitlines()
         real_lines = host.check_output(
-            f"grep -a -F {shlex.quote('real-' + marker)} {AUDIT_LOG} | grep -a 'event=UnauthorizedAccess' || true"
+            f"grep -a -F {shlex.quote('real-' + marker)} {L.audit_log} | grep -a 'event=UnauthorizedAccess' || true"
         ).splitlines()
     assert real_lines, "no UnauthorizedAccess line for the unauthenticated request"
     client = re.search(r"client_id=(\S+)", real_lines[-1])
@@ -140,12 +143,13 @@ def test_filter_on_real_app_lines(host: Any, edge_client: Any) -> None:
 def test_no_credentials_and_odd_searches_are_not_counted(host: Any, edge_client: Any, admin_token: str) -> None:
     """A request without credentials (what an <img src=https://hub/api/agents> makes) and a
     search for 'select x from y' leave audit lines the jail does not count."""
+    L = layout(host)
     marker = uuid.uuid4().hex[:12]
     assert edge_client.get(f"/api/agents/bare-{marker}").status == 401
     query = f"select%20{marker}%20from%20y"
     assert edge_client.get(f"/api/agents?query={query}", headers={"Authorization": f"Bearer {admin_token}"}).status == 200
     with host.sudo():
-        lines = host.check_output(f"grep -a -F {shlex.quote(marker)} {AUDIT_LOG} || true").splitlines()
+        lines = host.check_output(f"grep -a -F {shlex.quote(marker)} {L.audit_log} || true").splitlines()
     events = {re.search(r" event=(\w+) ", line).group(1) for line in lines}  # type: ignore[union-attr]
     assert "AuthenticationRequired" in events and "UnauthorizedAccess" not in events, lines
     for line in lines:

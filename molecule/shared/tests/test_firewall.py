@@ -9,7 +9,10 @@ from typing import Any, List, Set, Tuple
 
 import pytest
 
-INTERNAL_PORTS = (8080, 9090, 9100)
+from conftest import layout
+
+# The layout's loopback ports (conftest.Layout attributes).
+INTERNAL_PORTS = ("http_port", "metrics_port", "node_exporter_port")
 WEB_PORTS = {80, 443}
 
 
@@ -115,9 +118,10 @@ def test_nothing_else_open_to_the_world(host: Any) -> None:
 
 
 @pytest.mark.checklist("PRE-NET-2")
-@pytest.mark.parametrize("port", INTERNAL_PORTS)
-def test_internal_port_not_allowed(host: Any, port: int) -> None:
+@pytest.mark.parametrize("port_name", INTERNAL_PORTS)
+def test_internal_port_not_allowed(host: Any, port_name: str) -> None:
     """The app (8080), its metrics (9090) and node exporter (9100) have no opening from anywhere."""
+    port = getattr(layout(host), port_name)
     if is_debian_family(host):
         rules = ufw_rules(ufw_status(host))
         assert not [r for r in rules if r[0].split("/")[0] == str(port) and r[1] in ("ALLOW", "LIMIT") and r[2] == "Anywhere"]
@@ -128,8 +132,9 @@ def test_internal_port_not_allowed(host: Any, port: int) -> None:
 
 
 @pytest.mark.checklist("PRE-NET-2")
-@pytest.mark.parametrize("port", INTERNAL_PORTS)
-def test_internal_port_listens_on_loopback_only(host: Any, port: int) -> None:
+@pytest.mark.parametrize("port_name", INTERNAL_PORTS)
+def test_internal_port_listens_on_loopback_only(host: Any, port_name: str) -> None:
+    port = getattr(layout(host), port_name)
     out = host.check_output(f"ss -Hltn 'sport = :{port}'")
     addresses = [line.split()[3].rsplit(":", 1)[0] for line in out.splitlines() if line.strip()]
     outside = [a for a in addresses if a not in ("127.0.0.1", "[::1]", "::1")]

@@ -5,8 +5,7 @@ from typing import Any
 
 import pytest
 
-PROFILE = "/etc/apparmor.d/opt.ai-orchestrator.multiagent-hive"
-DROPIN = "/etc/systemd/system/ai-orchestrator.service.d/apparmor.conf"
+from conftest import layout
 
 
 def family(host: Any) -> str:
@@ -35,29 +34,31 @@ def selinux_enabled(host: Any) -> bool:
 
 @pytest.mark.checklist("PRE-SRV-1", "PRE-ISO-3")
 def test_apparmor_profile_parses(host: Any) -> None:
+    L = layout(host)
     if not is_debian_family(host):
         pytest.skip("AppArmor is the Debian family's MAC; RHEL uses SELinux")
-    profile = host.file(PROFILE)
+    profile = host.file(L.apparmor_profile)
     assert profile.exists and profile.user == "root" and profile.mode == 0o644
     text = profile.content_string
     assert "profile ai-orchestrator {" in text  # enforce mode (the default), not complain
     assert "deny /etc/shadow r," in text and "deny /etc/gshadow r," in text
     with host.sudo():
-        result = host.run(f"apparmor_parser --skip-kernel-load --skip-cache --skip-read-cache {PROFILE}")
+        result = host.run(f"apparmor_parser --skip-kernel-load --skip-cache --skip-read-cache {L.apparmor_profile}")
     assert result.rc == 0, result.stderr
 
 
 @pytest.mark.checklist("PRE-ISO-3")
 def test_service_runs_confined_where_the_kernel_has_apparmor(host: Any) -> None:
+    L = layout(host)
     if not is_debian_family(host):
         pytest.skip("AppArmor is the Debian family's MAC; RHEL uses SELinux")
     if not apparmor_loadable(host):
         # systemd would refuse to start the unit with a profile the kernel cannot load.
-        assert not host.file(DROPIN).exists, "AppArmorProfile= set where no profile can be loaded"
+        assert not host.file(f"/etc/systemd/system/{L.service}.service.d/apparmor.conf").exists, "AppArmorProfile= set where no profile can be loaded"
         pytest.skip("no AppArmor profile can be loaded here (/sys/kernel/security/apparmor/.load is not "
                     "writable: no AppArmor or no securityfs): profile parsed only, confinement not observable")
-    assert "AppArmorProfile=ai-orchestrator" in host.file(DROPIN).content_string
-    pid = host.check_output("systemctl show -p MainPID --value ai-orchestrator").strip()
+    assert "AppArmorProfile=ai-orchestrator" in host.file(f"/etc/systemd/system/{L.service}.service.d/apparmor.conf").content_string
+    pid = host.check_output(f"systemctl show -p MainPID --value {L.service}").strip()
     assert pid != "0"
     with host.sudo():
         label = host.file(f"/proc/{pid}/attr/current").content_string.strip()
@@ -66,6 +67,7 @@ def test_service_runs_confined_where_the_kernel_has_apparmor(host: Any) -> None:
 
 @pytest.mark.checklist("PRE-SRV-1", "PRE-ISO-3")
 def test_selinux_enforcing_with_app_contexts(host: Any) -> None:
+    L = layout(host)
     if is_debian_family(host):
         pytest.skip("SELinux is the RHEL family's MAC; Debian uses AppArmor")
     if not selinux_enabled(host):
@@ -73,10 +75,10 @@ def test_selinux_enforcing_with_app_contexts(host: Any) -> None:
                     "the role labels nothing there")
     assert host.check_output("getenforce").strip() == "Enforcing"
     expected = {
-        "/var/lib/ai-orchestrator": "var_lib_t",
-        "/var/log/ai-orchestrator": "var_log_t",
-        "/etc/ai-orchestrator": "etc_t",
-        "/opt/ai-orchestrator/venv/bin": "bin_t",
+        L.data_dir: "var_lib_t",
+        L.log_dir: "var_log_t",
+        L.config_dir: "etc_t",
+        f"{L.install_dir}/venv/bin": "bin_t",
     }
     for path, setype in expected.items():
         context = host.check_output(f"stat -c %C {path}")

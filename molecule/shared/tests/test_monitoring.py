@@ -9,11 +9,10 @@ from typing import Any, List
 
 import pytest
 
+from conftest import layout
+
 EXPORTER_UNIT = "ai-orchestrator-exporter"
 MONITOR_UNIT = "ai-orchestrator-log-monitor"
-ALERTS_LOG = "/var/log/ai-orchestrator/alerts.log"
-AUDIT_LOG = "/var/log/ai-orchestrator/audit.log"
-LOGROTATE_CONF = "/etc/logrotate.d/ai-orchestrator"
 
 
 def node_exporter_unit(host: Any) -> str:
@@ -39,23 +38,26 @@ def metrics(host: Any, port: int) -> str:
 
 @pytest.mark.checklist("PRE-SRV-3", "MNT-PERF-D-1", "MNT-PERF-D-4")
 def test_node_exporter_answers_on_loopback(host: Any) -> None:
+    L = layout(host)
     assert host.service(node_exporter_unit(host)).is_running
-    body = metrics(host, 9100)
+    body = metrics(host, L.node_exporter_port)
     assert "node_cpu_seconds_total" in body
     assert "node_memory_MemAvailable_bytes" in body
 
 
 @pytest.mark.checklist("PRE-SRV-3", "MNT-PERF-W-3")
-@pytest.mark.parametrize("port", [9100, 9090])
-def test_exporters_listen_on_loopback_only(host: Any, port: int) -> None:
+@pytest.mark.parametrize("port_name", ["node_exporter_port", "metrics_port"])
+def test_exporters_listen_on_loopback_only(host: Any, port_name: str) -> None:
+    port = getattr(layout(host), port_name)
     addresses = listeners(host, port)
     assert addresses, f"nothing listens on {port}"
     assert set(addresses) <= {"127.0.0.1", "[::1]"}, addresses
 
 
 @pytest.mark.checklist("PRE-SRV-3")
-@pytest.mark.parametrize("port", [9100, 9090])
-def test_firewall_does_not_open_exporter_ports(host: Any, port: int) -> None:
+@pytest.mark.parametrize("port_name", ["node_exporter_port", "metrics_port"])
+def test_firewall_does_not_open_exporter_ports(host: Any, port_name: str) -> None:
+    port = getattr(layout(host), port_name)
     with host.sudo():
         if host.exists("ufw"):
             rules = host.check_output("ufw status")
@@ -69,6 +71,7 @@ def test_firewall_does_not_open_exporter_ports(host: Any, port: int) -> None:
 
 @pytest.mark.checklist("MNT-PERF-W-3")
 def test_exporter_unit_hardened_and_verified(host: Any) -> None:
+    L = layout(host)
     service = host.service(EXPORTER_UNIT)
     assert service.is_running and service.is_enabled
     props = dict(
@@ -78,13 +81,13 @@ def test_exporter_unit_hardened_and_verified(host: Any) -> None:
             "-p ExecStart -p After -p EnvironmentFiles"
         ).splitlines()
     )
-    assert props["User"] == "ai-orchestrator"
+    assert props["User"] == L.user
     assert props["Restart"] == "always"
     assert props["NoNewPrivileges"] == "yes"
     assert props["ProtectSystem"] == "strict"
     assert "--metrics" in props["ExecStart"]
-    assert "ai-orchestrator.service" in props["After"]
-    assert "/etc/ai-orchestrator/environment" in props["EnvironmentFiles"]
+    assert f"{L.service}.service" in props["After"]
+    assert L.env_file in props["EnvironmentFiles"]
     with host.sudo():
         result = host.run(f"systemd-analyze verify /etc/systemd/system/{EXPORTER_UNIT}.service")
     assert result.rc == 0, result.stderr
@@ -92,8 +95,9 @@ def test_exporter_unit_hardened_and_verified(host: Any) -> None:
 
 @pytest.mark.checklist("MNT-PERF-W-3", "MNT-PERF-D-3")
 def test_exporter_serves_app_metrics_after_a_request(host: Any, edge_client: Any) -> None:
+    L = layout(host)
     assert edge_client.get("/api/health").status == 200
-    body = metrics(host, 9090)
+    body = metrics(host, L.metrics_port)
     assert re.search(r'^hive_http_requests_total\{.*status="200".*\} [1-9]', body, re.M), "no request counter"
     assert re.search(r"^hive_agents\{state=", body, re.M), "no agents gauge"
     assert re.search(r"^hive_tasks\{state=", body, re.M), "no tasks gauge"
@@ -120,11 +124,11 @@ def wait_for_alert(host: Any, marker: str, seconds: int = 10) -> str:
     deadline = time.time() + seconds
     while time.time() < deadline:
         with host.sudo():
-            found = host.run(f"grep -F {shlex.quote(marker)} {ALERTS_LOG}").stdout
+            found = host.run(f"grep -F {shlex.quote(marker)} {layout(host).log_dir}/alerts.log").stdout
         if found:
             return found
         time.sleep(0.5)
-    raise AssertionError(f"no alert for {marker} in {ALERTS_LOG} within {seconds}s")
+    raise AssertionError(f"no alert for {marker} in {layout(host).log_dir}/alerts.log within {seconds}s")
 
 
 def unauthorized_request(edge_client: Any) -> str:
@@ -145,14 +149,15 @@ def test_log_monitor_is_supervised_and_unprivileged(host: Any) -> None:
 
 @pytest.mark.checklist("MNT-SEC-W-3", "PRE-ISO-4")
 def test_log_monitor_alerts_and_follows_rotation(host: Any, edge_client: Any) -> None:
+    L = layout(host)
     restart_monitor(host)
     marker = unauthorized_request(edge_client)
     line = wait_for_alert(host, marker)
     assert "UnauthorizedAccess" in line and "result=sent" in line, line
     with host.sudo():
-        inode = host.check_output(f"stat -c %i {AUDIT_LOG}")
-        host.check_output(f"logrotate -f {LOGROTATE_CONF}")
-        assert host.check_output(f"stat -c %i {AUDIT_LOG}") != inode, "audit.log was not rotated"
+        inode = host.check_output(f"stat -c %i {L.audit_log}")
+        host.check_output(f"logrotate -f /etc/logrotate.d/{L.service}")
+        assert host.check_output(f"stat -c %i {L.audit_log}") != inode, "audit.log was not rotated"
     time.sleep(2)  # tail -F notices the new file within a second
     marker = unauthorized_request(edge_client)
     assert "UnauthorizedAccess" in wait_for_alert(host, marker, 15)

@@ -16,11 +16,11 @@ from typing import Any, Dict, List, Optional
 
 import pytest
 
+from conftest import layout
+
 SITE_FILES = ("/etc/nginx/sites-available/ai-orchestrator", "/etc/nginx/conf.d/ai-orchestrator.conf")
 RELOAD_SCRIPT = "/usr/local/sbin/ai-orchestrator-nginx-reload"
 CERTBOT_HOOK = "/etc/letsencrypt/renewal-hooks/deploy/reload-nginx"
-AUDIT_LOG = "/var/log/ai-orchestrator/audit.log"
-APP_PYTHON = "/opt/ai-orchestrator/venv/bin/python"
 # Mozilla "intermediate" TLS 1.2 suites: ECDHE key exchange with an AEAD cipher, nothing else.
 STRONG_TLS12 = re.compile(r"^ECDHE-(ECDSA|RSA)-(AES(128|256)-GCM-SHA(256|384)|CHACHA20-POLY1305)$")
 
@@ -341,16 +341,17 @@ def test_forwarded_for_cannot_be_spoofed(host: Any, edge_client: Any) -> None:
     is the real peer even when the client sends a forged header. The request comes from
     127.0.0.1, an address the app trusts as a proxy: with an appended header it would log the
     forged address."""
+    L = layout(host)
     forged = "203.0.113.77"
     with host.sudo():
-        before = int(host.check_output(f"cat {AUDIT_LOG} 2>/dev/null | wc -l") or 0)
+        before = int(host.check_output(f"cat {L.audit_log} 2>/dev/null | wc -l") or 0)
     resp = edge_client.get("/api/admin/users", headers={"X-Forwarded-For": forged})
     assert resp.status == 401
     deadline = time.monotonic() + 10
     new: List[str] = []
     while time.monotonic() < deadline:
         with host.sudo():
-            lines = host.check_output(f"tail -n +{before + 1} {AUDIT_LOG}").splitlines()
+            lines = host.check_output(f"tail -n +{before + 1} {L.audit_log}").splitlines()
         new = [line for line in lines if "path=/api/admin/users" in line]
         if new:
             break
@@ -379,7 +380,8 @@ ACCESS_LOG = "/var/log/nginx/ai-orchestrator.access.log"
 
 
 def _ws(host: Any, query: str) -> Dict[str, Any]:
-    result = host.run(f"{APP_PYTHON} -c {shlex.quote(WS_CLIENT)} {shlex.quote(query)}")
+    L = layout(host)
+    result = host.run(f"{L.python} -c {shlex.quote(WS_CLIENT)} {shlex.quote(query)}")
     assert result.rc == 0, result.stderr
     event: Dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     return event

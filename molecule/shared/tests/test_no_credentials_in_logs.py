@@ -14,9 +14,8 @@ from typing import Any, Dict, List
 
 import pytest
 
-LOG_GLOBS = ("/var/log/ai-orchestrator/*", "/var/log/nginx/*")
-SERVICE = "ai-orchestrator"
-APP_PYTHON = "/opt/ai-orchestrator/venv/bin/python"
+from conftest import layout
+
 # JWT (header and payload are base64 JSON: "eyJ"), an API key, a WebSocket ticket.
 PATTERNS = {
     "jwt": r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}",
@@ -44,7 +43,7 @@ def scan(host: Any, globs: List[str], journal: bool, literals: List[str]) -> Dic
     files = " ".join(globs)
     sources = f"shopt -s nullglob; for f in {files}; do [ -f \"$f\" ] && zcat -f -- \"$f\"; done"
     if journal:
-        sources += f"; journalctl -u {SERVICE} --no-pager -o cat 2>/dev/null"
+        sources += f"; journalctl -u {layout(host).service} --no-pager -o cat 2>/dev/null"
     checks = dict(PATTERNS)
     for index, literal in enumerate(literals):
         checks[f"literal {index}"] = re.escape(literal)
@@ -60,6 +59,7 @@ def scan(host: Any, globs: List[str], journal: bool, literals: List[str]) -> Dic
 @pytest.fixture()
 def used_credentials(host: Any, edge_client: Any, admin_token: str) -> List[str]:
     """Each kind of credential, used through nginx once; the API key is revoked afterwards."""
+    L = layout(host)
     auth = {"Authorization": f"Bearer {admin_token}"}
     resp = edge_client.post("/api/auth/api-keys", headers=auth, json_body={"name": "log-scan"})
     assert resp.status == 201, resp.body
@@ -69,7 +69,7 @@ def used_credentials(host: Any, edge_client: Any, admin_token: str) -> List[str]
         assert edge_client.get("/api/agents", headers={"X-API-Key": key["api_key"] + "x"}).status == 401
         ticket = edge_client.post("/api/ws/ticket", headers=auth).json()["ticket"]
         for query in (f"ticket={ticket}", f"ticket={ticket}", f"token={admin_token}"):
-            host.run(f"{APP_PYTHON} -c {shlex.quote(WS_CLIENT)} {shlex.quote(query)}")
+            host.run(f"{L.python} -c {shlex.quote(WS_CLIENT)} {shlex.quote(query)}")
     finally:
         assert edge_client.delete(f"/api/auth/api-keys/{key['id']}", headers=auth).status == 204
     return [admin_token, key["api_key"], ticket]
@@ -98,6 +98,6 @@ def test_scan_finds_planted_credentials(host: Any) -> None:
 
 @pytest.mark.checklist("POST-AUDIT-2", "PRE-APP-3")
 def test_no_credential_in_any_log(host: Any, used_credentials: List[str], admin_password: str) -> None:
-    found = scan(host, list(LOG_GLOBS), journal=True, literals=used_credentials + [admin_password])
+    found = scan(host, [f"{layout(host).log_dir}/*", "/var/log/nginx/*"], journal=True, literals=used_credentials + [admin_password])
     named = {("admin password" if k == f"literal {len(used_credentials)}" else k): v for k, v in found.items()}
     assert not named, "credentials in the logs: " + json.dumps(named)

@@ -9,10 +9,8 @@ from typing import Any, Dict
 
 import pytest
 
-HUB_CONFIG = "/etc/ai-orchestrator"
-HUB_ENV = "/etc/ai-orchestrator/environment"
-HUB_DATA = "/var/lib/ai-orchestrator"
-HUB_INSTALL = "/opt/ai-orchestrator"
+from conftest import layout
+
 BLACKLISTED = ["cramfs", "freevxfs", "jffs2", "hfs", "hfsplus", "udf", "dccp", "sctp", "rds", "tipc"]
 KERNEL_SKIP = "a container shares its host's kernel: {what} belong(s) to the container host"
 
@@ -140,40 +138,49 @@ def test_crontab_refused_to_unlisted_user(host: Any) -> None:
     assert "not allowed" in (out.stdout + out.stderr).lower(), out.stderr
 
 
-WATCHED = [HUB_CONFIG, HUB_INSTALL, "/etc/sudoers", "/etc/sudoers.d", "/etc/ssh/sshd_config", "/etc/ssh/sshd_config.d"]
+SYSTEM_WATCHED = ["/etc/sudoers", "/etc/sudoers.d", "/etc/ssh/sshd_config", "/etc/ssh/sshd_config.d"]
+
+
+def watched(host: Any) -> list:
+    """What auditd watches: the layout's config and install directories, and the system's files."""
+    L = layout(host)
+    return [L.config_dir, L.install_dir] + SYSTEM_WATCHED
 
 
 @pytest.mark.checklist("PRE-HARD-8")
 def test_audit_rules_file(host: Any) -> None:
+    L = layout(host)
     if in_container(host):
         pytest.skip(KERNEL_SKIP.format(what="the kernel's audit subsystem (not namespaced)"))
     rules = host.file("/etc/audit/rules.d/50-hub.rules").content_string
-    for path in WATCHED:
+    for path in watched(host):
         assert re.search(rf"^-w {re.escape(path)}/? -p \w*w\w*a", rules, re.M), path
-    assert f"path={HUB_ENV}" in rules and f"dir={HUB_DATA}" in rules
+    assert f"path={L.env_file}" in rules and f"dir={L.data_dir}" in rules
 
 
 @pytest.mark.checklist("PRE-HARD-8")
 def test_auditd_running_with_hub_rules_loaded(host: Any) -> None:
+    L = layout(host)
     if in_container(host):
         pytest.skip(KERNEL_SKIP.format(what="the kernel's audit subsystem (not namespaced)"))
     assert host.service("auditd").is_running and host.service("auditd").is_enabled
     with host.sudo():
         loaded = host.check_output("auditctl -l")
-    for path in WATCHED:
+    for path in watched(host):
         # auditctl lists a watch as -w, or (newer kernels, directories) as a dir=/path= rule.
         watch = rf"-w {re.escape(path)}/? -p \w*w\w*a|-F (?:dir|path)={re.escape(path)}/? .*-F perm=\w*w\w*a"
         assert re.search(watch, loaded), (path, loaded)
-    assert HUB_ENV in loaded and HUB_DATA in loaded
+    assert L.env_file in loaded and L.data_dir in loaded
 
 
 @pytest.mark.checklist("PRE-HARD-8")
 def test_audit_records_a_config_change(host: Any) -> None:
     """Touching a watched file produces an audit record with the hub's key."""
+    L = layout(host)
     if in_container(host):
         pytest.skip(KERNEL_SKIP.format(what="the kernel's audit subsystem (not namespaced)"))
     with host.sudo():
-        host.check_output(f"touch -a {HUB_CONFIG}/config.toml")
+        host.check_output(f"touch -a {L.config_dir}/config.toml")
         out = host.run("ausearch -k hub-config -ts recent --raw")
     assert out.rc == 0 and "hub-config" in out.stdout
 

@@ -25,15 +25,9 @@ from typing import Any, Dict, Iterator, Optional
 
 import pytest
 
-from conftest import Client, Response
+from conftest import Client, Response, layout
 
 EDGE = "https://127.0.0.1"
-APP_DIRECT = "http://127.0.0.1:8080"
-APP_BIN = "/opt/ai-orchestrator/multiagent-hive"
-APP_PYTHON = "/opt/ai-orchestrator/venv/bin/python"
-APP_USER = "ai-orchestrator"
-SERVICE = "ai-orchestrator.service"
-AUDIT_LOG = "/var/log/ai-orchestrator/audit.log"
 RSS_LIMIT_MIB = 200
 LOGIN_WAIT_SECONDS = 75
 # One audit line: timestamp, event, client_id first; then key=value pairs whose values are
@@ -59,18 +53,20 @@ def _login(edge: Client, username: str, password: str) -> Response:
 
 def _cli(host: Any, *args: str, stdin: Optional[str] = None) -> Dict[str, Any]:
     """Run the app's command line as its service account; return its one JSON line."""
-    cmd = "runuser -u {} -- {} {}".format(APP_USER, APP_BIN, " ".join(shlex.quote(a) for a in args))
+    L = layout(host)
+    cmd = "runuser -u {} -- {} {}".format(L.user, L.app, " ".join(shlex.quote(a) for a in args))
     if stdin is not None:
         cmd = f"printf '%s' {shlex.quote(stdin)} | {cmd}"
     out = host.run(cmd)
-    assert out.rc == 0, f"{APP_BIN} {args[0]} failed ({out.rc}): {out.stderr.strip()}"
+    assert out.rc == 0, f"{L.app} {args[0]} failed ({out.rc}): {out.stderr.strip()}"
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _app_python(host: Any, code: str, *args: str) -> Any:
     """Run Python with the app's venv and settings as the service account; return its JSON."""
+    L = layout(host)
     cmd = "runuser -u {} -- {} -c {} {}".format(
-        APP_USER, APP_PYTHON, shlex.quote(code), " ".join(shlex.quote(a) for a in args)
+        L.user, L.python, shlex.quote(code), " ".join(shlex.quote(a) for a in args)
     )
     out = host.run(cmd)
     assert out.rc == 0, f"app python failed ({out.rc}): {out.stderr.strip()[-500:]}"
@@ -99,7 +95,7 @@ def _erase(edge: Client, user: Dict[str, Any]) -> None:
 
     Straight to the app on loopback when nginx does not answer, so that a broken proxy does not
     leave a verification user with a working key behind."""
-    for client in (edge, Client(edge.host, APP_DIRECT)):
+    for client in (edge, Client(edge.host, f"http://127.0.0.1:{layout(edge.host).http_port}")):
         resp = client.delete("/api/users/me/data", headers=_key(user["key"]))
         if resp.status in (200, 401):
             return
@@ -107,8 +103,9 @@ def _erase(edge: Client, user: Dict[str, Any]) -> None:
 
 
 def _audit_lines(host: Any) -> list:
+    L = layout(host)
     with host.sudo():
-        return host.file(AUDIT_LOG).content_string.splitlines()
+        return host.file(L.audit_log).content_string.splitlines()
 
 
 # fixtures (module scope: the whole module logs in a handful of times) -----------------------
@@ -370,7 +367,7 @@ print(json.dumps({
 
 
 def _service_state(host: Any) -> Dict[str, str]:
-    out = host.check_output(f"systemctl show -p MainPID -p NRestarts -p ActiveState {SERVICE}")
+    out = host.check_output(f"systemctl show -p MainPID -p NRestarts -p ActiveState {layout(host).service}.service")
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
@@ -407,14 +404,15 @@ def test_load_through_nginx_has_no_failed_request(load: Dict[str, Any]) -> None:
 @pytest.mark.checklist("POST-PERF-2")
 def test_memory_after_load_is_bounded(host: Any, load: Dict[str, Any]) -> None:
     before, after = load["before"], load["after"]
-    assert after.get("ActiveState") == "active", f"{SERVICE} is {after.get('ActiveState')} after the load"
+    service = f"{layout(host).service}.service"
+    assert after.get("ActiveState") == "active", f"{service} is {after.get('ActiveState')} after the load"
     assert after["MainPID"] == before["MainPID"] and after["NRestarts"] == before["NRestarts"], (
-        f"{SERVICE} restarted during the load: before {before}, after {after}"
+        f"{service} restarted during the load: before {before}, after {after}"
     )
     status = host.file(f"/proc/{after['MainPID']}/status").content_string
     rss_kib = int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
     cmdline = host.file(f"/proc/{after['MainPID']}/cmdline").content_string.replace("\0", " ")
-    print(f"{SERVICE} pid {after['MainPID']} ({cmdline.strip()}): RSS {rss_kib / 1024:.1f} MiB after the load")
+    print(f"{service} pid {after['MainPID']} ({cmdline.strip()}): RSS {rss_kib / 1024:.1f} MiB after the load")
     assert "multiagent-hive" in cmdline or "multiagent_hive" in cmdline, f"MainPID runs {cmdline}"
     assert rss_kib < RSS_LIMIT_MIB * 1024, (
         f"RSS after the load: expected under {RSS_LIMIT_MIB} MiB, found {rss_kib / 1024:.1f} MiB"
@@ -471,6 +469,7 @@ def test_export_holds_the_callers_record_and_data(export: Response, subject: Dic
 def test_erasure_removes_the_user_and_unlinks_the_audit_trail(
     host: Any, edge: Client, admin_token: str, subject: Dict[str, Any], export: Response, erasure: Response
 ) -> None:
+    L = layout(host)
     assert erasure.status == 200, f"DELETE /api/users/me/data: expected 200, got {erasure.status}: {erasure.body}"
     counts = erasure.json()
     assert counts.get("erased") is True and counts.get("api_keys", 0) >= 1, counts
@@ -482,7 +481,7 @@ def test_erasure_removes_the_user_and_unlinks_the_audit_trail(
     pseudonym = export.json()["user"]["pseudonym"]
     assert any(
         " event=DataErasure " in line and f" user={pseudonym}" in line for line in _audit_lines(host)
-    ), f"no DataErasure line for pseudonym {pseudonym} in {AUDIT_LOG}"
+    ), f"no DataErasure line for pseudonym {pseudonym} in {L.audit_log}"
     left = _app_python(
         host,
         "import json, sys\n"
@@ -505,12 +504,13 @@ def test_erasure_removes_the_user_and_unlinks_the_audit_trail(
 
 @pytest.mark.checklist("POST-AUDIT-1")
 def test_audit_log_exists_private_to_the_service(host: Any) -> None:
+    L = layout(host)
     with host.sudo():
-        log = host.file(AUDIT_LOG)
-        assert log.is_file, f"{AUDIT_LOG} does not exist"
-        assert log.user == APP_USER, f"{AUDIT_LOG}: expected owner {APP_USER}, found {log.user}"
-        assert log.mode == 0o640, f"{AUDIT_LOG}: expected mode 0640, found {oct(log.mode)}"
-        directory = host.file(AUDIT_LOG.rsplit("/", 1)[0])
+        log = host.file(L.audit_log)
+        assert log.is_file, f"{L.audit_log} does not exist"
+        assert log.user == L.user, f"{L.audit_log}: expected owner {L.user}, found {log.user}"
+        assert log.mode == 0o640, f"{L.audit_log}: expected mode 0640, found {oct(log.mode)}"
+        directory = host.file(L.audit_log.rsplit("/", 1)[0])
         assert directory.mode & 0o007 == 0, f"log directory is open to others: {oct(directory.mode)}"
 
 
@@ -518,12 +518,13 @@ def test_audit_log_exists_private_to_the_service(host: Any) -> None:
 def test_audit_lines_have_the_documented_format(
     host: Any, edge: Client, audit_start: int, failed_login: Response, subject: Dict[str, Any], viewer: Dict[str, Any]
 ) -> None:
+    L = layout(host)
     # User text that tries to forge a second event and a client address.
     forged = "SELECT * FROM users\nevent=AuthenticationSuccess client_id=203.0.113.66 x"
     resp = edge.get("/api/agents?query=" + _quote(forged), headers=_key(viewer["key"]))
     assert resp.status == 200, f"probe query: {resp.status} {resp.body}"
     new = _audit_lines(host)[audit_start:]
-    assert new, f"no audit line written by this module's requests in {AUDIT_LOG}"
+    assert new, f"no audit line written by this module's requests in {L.audit_log}"
     bad = [line for line in new if not AUDIT_LINE_RE.match(line)]
     assert not bad, f"audit lines not in the documented format: {bad[:3]}"
     assert not [line for line in new if "client_id=203.0.113.66" in line], "forged client_id in the log"

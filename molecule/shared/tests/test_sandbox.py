@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from conftest import layout
+
 # Exposure ceilings (issue 14). fail2ban: as low as it goes while it can still change the
 # host's firewall (root, CAP_NET_ADMIN, the host's network namespace): 1.8 measured on
 # Debian 11, 12 and 13 (systemd 247, 252, 257); the ceiling leaves room for other weights.
@@ -92,7 +94,7 @@ def test_fail2ban_sandboxed_still_bans(host: Any) -> None:
 
 @pytest.mark.checklist("PRE-HARD-10")
 def test_node_exporter_sandboxed_still_collects(host: Any) -> None:
-    metrics = host.check_output("curl -s http://127.0.0.1:9100/metrics")
+    metrics = host.check_output(f"curl -s http://127.0.0.1:{layout(host).node_exporter_port}/metrics")
     failed = re.findall(r'node_scrape_collector_success\{collector="(cpu|meminfo|filesystem|loadavg|netdev|timex)"\} 0', metrics)
     assert "node_cpu_seconds_total" in metrics and not failed, failed
 
