@@ -331,6 +331,122 @@ def task_problems(refs: List[TaskRef], known: Iterable[str]) -> List[str]:
     return problems
 
 
+def _load_tasks(path: Path) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.load(handle, Loader=_AnyTagLoader)  # a SafeLoader subclass
+
+
+def _include_of(task: Dict[str, Any]) -> Tuple[Optional[str], bool, Tuple[str, ...]]:
+    """(file, dynamic, apply tags) of an import_tasks / include_tasks task; (None, ...) otherwise."""
+    for keys, dynamic in ((IMPORT_KEYS, False), (INCLUDE_KEYS, True)):
+        for key in keys:
+            if key in task:
+                arg = task[key]
+                target = arg.get("file") if isinstance(arg, dict) else arg
+                apply = (arg.get("apply") or {}) if isinstance(arg, dict) else {}
+                if not isinstance(target, str) or "{{" in target:
+                    return None, dynamic, ()
+                return target, dynamic, _as_tags(apply.get("tags") if isinstance(apply, dict) else None)
+    return None, False, ()
+
+
+def tag_reach_problems(known: Iterable[str], roles_dir: Path = ROLES_DIR) -> List[str]:
+    """Every task that carries a checklist ID tag must run with ``--tags ID``.
+
+    Walks each role from ``tasks/main.yml``. A task's tags are its own and those of its blocks
+    and of the import_tasks above it (imports hand their tags down). An ``include_tasks`` is a
+    gate: with ``--tags ID`` Ansible runs it only when the include itself carries ID (or
+    ``always``), and its tags do not reach the included tasks (only ``apply: {tags}`` would).
+    So each include on the way to an ID-tagged task must name that ID in its own tags.
+    """
+    walker = _TagReach({k.lower() for k in known})
+    for main in sorted(Path(roles_dir).glob("*/tasks/main.yml")):
+        walker.visit(main, set(), [], ())
+    return walker.problems
+
+
+Gate = Tuple[str, Set[str]]  # (which include, the tags it runs with)
+
+
+@dataclass
+class _TagReach:
+    ids: Set[str]
+    problems: List[str] = field(default_factory=list)
+
+    @staticmethod
+    def rel(path: Path) -> str:
+        return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+    def visit(self, path: Path, inherited: Set[str], gates: List[Gate], stack: Tuple[str, ...]) -> None:
+        if path.name in stack or not path.is_file():
+            return
+        self.walk(_load_tasks(path), path, inherited, gates, stack + (path.name,))
+
+    def walk(self, tasks: Any, path: Path, inherited: Set[str], gates: List[Gate],
+             stack: Tuple[str, ...]) -> None:
+        if not isinstance(tasks, list):
+            return
+        for task in tasks:
+            if not isinstance(task, dict):
+                continue
+            effective = inherited | set(_as_tags(task.get("tags")))
+            name = str(task.get("name", "(unnamed)"))
+            target, dynamic, applied = _include_of(task)
+            if target is not None:
+                included = path.parent / Path(target).name
+                if dynamic:
+                    gate: Gate = (f"{self.rel(path)}: include '{name}'", effective)
+                    self.visit(included, inherited | set(applied), gates + [gate], stack)
+                else:
+                    self.visit(included, effective, gates, stack)
+                continue
+            bodies = [task[k] for k in ("block", "rescue", "always") if task.get(k)]
+            for body in bodies:
+                self.walk(body, path, effective, gates, stack)
+            if bodies:
+                continue
+            for tag in sorted(effective & self.ids):
+                for where, runs_with in gates:
+                    if tag not in runs_with and "always" not in runs_with:
+                        self.problems.append(
+                            f"{self.rel(path)}: task '{name}' ({tag}) does not run with --tags {tag}: "
+                            f"{where} does not carry {tag}"
+                        )
+
+
+# The roles' one structure (docs/architecture.md, "Roles"): tasks/main.yml is one block, switched
+# by the area's boolean and tagged with the area, whose first task loads the distribution's
+# variables whatever tags are selected. hub_common (the service layout) has no area.
+LAYOUT_ROLE = "hub_common"
+
+
+def structure_problems(roles_dir: Path = ROLES_DIR) -> List[str]:
+    problems: List[str] = []
+    for main in sorted(Path(roles_dir).glob("*/tasks/main.yml")):
+        role = main.parent.parent.name
+        if role == LAYOUT_ROLE:
+            continue
+        where = str(main.relative_to(ROOT)) if main.is_relative_to(ROOT) else str(main)
+        tasks = _load_tasks(main)
+        if not (isinstance(tasks, list) and len(tasks) == 1 and isinstance(tasks[0], dict)
+                and isinstance(tasks[0].get("block"), list)):
+            problems.append(f"{where}: not one block")
+            continue
+        block = tasks[0]
+        when = block.get("when")
+        when_text = " ".join(when) if isinstance(when, list) else str(when)
+        if not re.match(rf"^{role}_enabled \| bool$", when_text.strip()):
+            problems.append(f"{where}: the block's when is {when_text!r}, not '{role}_enabled | bool'")
+        area = role.removeprefix("hub_")
+        if _as_tags(block.get("tags")) != (area,):
+            problems.append(f"{where}: the block's tags are {block.get('tags')!r}, not [{area}]")
+        first = block["block"][0] if block["block"] else {}
+        if not (isinstance(first, dict) and "ansible.builtin.include_vars" in first
+                and "always" in _as_tags(first.get("tags"))):
+            problems.append(f"{where}: the block does not start with include_vars tagged always")
+    return problems
+
+
 def coverage_problems(items: List[Dict[str, Any]], scan: MarkerScan) -> Tuple[List[str], List[str]]:
     """(automated items with no marked test, markers naming IDs not in the catalog)."""
     by_id = scan.by_id()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
@@ -283,3 +285,99 @@ def test_task_scan_follows_imports_not_plain_includes(tmp_path: Path) -> None:
     problems = cat.task_problems(list(refs.values()), ["PRE-ACC-2", "PRE-ACC-4"])
     assert problems == ["roles/hub_y/tasks/guard.yml: task 'PRE-ACC-4 | Guard' lacks the tag 'pre-acc-4'"
                         .replace("roles/hub_y/tasks", str(tasks))]
+
+
+def test_every_id_tagged_task_runs_with_its_tag(items: List[Dict[str, Any]]) -> None:
+    """`--tags ID` reaches every task tagged ID: each include_tasks on the way names the ID."""
+    assert cat.tag_reach_problems([i["id"] for i in items]) == []
+
+
+def test_roles_share_one_structure() -> None:
+    """docs/architecture.md, "Roles": one block per role, boolean + area tag, variables first."""
+    assert cat.structure_problems() == []
+
+
+def test_tag_reach_catches_an_include_without_the_id(tmp_path: Path) -> None:
+    tasks = tmp_path / "hub_z" / "tasks"
+    tasks.mkdir(parents=True)
+    (tasks / "main.yml").write_text(textwrap.dedent('''
+        ---
+        - name: Z area
+          when: hub_z_enabled | bool
+          tags: [z]
+          block:
+            - name: Load the distribution's variables
+              ansible.builtin.include_vars: x.yml
+              tags: [always]
+            - name: Imported (imports hand tags down, no gate)
+              ansible.builtin.import_tasks: imported.yml
+            - name: Included with the ID
+              ansible.builtin.include_tasks: good.yml
+              tags: [pre-net-1]
+            - name: Included without the ID (broken)
+              ansible.builtin.include_tasks: bad.yml
+              tags: [pre-net-2]
+    '''))
+    (tasks / "imported.yml").write_text(textwrap.dedent('''
+        - name: PRE-NET-4 | Through an import
+          ansible.builtin.debug: {msg: x}
+          tags: [pre-net-4]
+        - name: Nested include, from an imported file, without its ID (broken)
+          ansible.builtin.include_tasks: nested.yml
+    '''))
+    (tasks / "good.yml").write_text("- name: PRE-NET-1 | ok\n  ansible.builtin.debug: {msg: x}\n  tags: [pre-net-1]\n")
+    (tasks / "bad.yml").write_text(textwrap.dedent('''
+        - name: PRE-NET-2 | reached
+          ansible.builtin.debug: {msg: x}
+          tags: [pre-net-2]
+        - name: PRE-NET-3 | not reached
+          ansible.builtin.debug: {msg: x}
+          tags: [pre-net-3]
+    '''))
+    (tasks / "nested.yml").write_text("- name: PRE-NET-1 | nested\n  ansible.builtin.debug: {msg: x}\n  tags: [pre-net-1]\n")
+    problems = cat.tag_reach_problems(["PRE-NET-1", "PRE-NET-2", "PRE-NET-3", "PRE-NET-4"], tmp_path)
+    assert len(problems) == 2, problems
+    (nested,) = [p for p in problems if "PRE-NET-1 | nested" in p]
+    (bad,) = [p for p in problems if "PRE-NET-3" in p]
+    assert "task 'PRE-NET-3 | not reached' (pre-net-3) does not run with --tags pre-net-3" in bad
+    assert "include 'Included without the ID (broken)'" in bad
+    assert "imported.yml: include 'Nested include" in nested
+    # The same roles with the IDs on the includes: nothing to report.
+    (tasks / "main.yml").write_text((tasks / "main.yml").read_text().replace("tags: [pre-net-2]", "tags: [pre-net-2, pre-net-3]"))
+    (tasks / "imported.yml").write_text((tasks / "imported.yml").read_text().replace(
+        "ansible.builtin.include_tasks: nested.yml", "ansible.builtin.include_tasks: nested.yml\n  tags: [pre-net-1]"))
+    assert cat.tag_reach_problems(["PRE-NET-1", "PRE-NET-2", "PRE-NET-3", "PRE-NET-4"], tmp_path) == []
+    assert cat.structure_problems(tmp_path) == []
+
+
+def test_structure_catches_a_role_without_the_block(tmp_path: Path) -> None:
+    tasks = tmp_path / "hub_w" / "tasks"
+    tasks.mkdir(parents=True)
+    (tasks / "main.yml").write_text(textwrap.dedent('''
+        ---
+        - name: W | Load variables
+          ansible.builtin.include_vars: x.yml
+          when: hub_w_enabled
+          tags: [w]
+        - name: W | Part
+          ansible.builtin.import_tasks: part.yml
+          when: hub_w_enabled
+          tags: [w]
+    '''))
+    assert cat.structure_problems(tmp_path) == [f"{tasks / 'main.yml'}: not one block"]
+
+
+def test_list_tasks_with_an_id_lists_its_tasks() -> None:
+    """Ansible agrees: `--list-tasks --tags ID` lists the ID's tasks of imported files."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(cat.ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    binary = Path(sys.executable).parent / "ansible-playbook"
+    result = subprocess.run(
+        [str(binary) if binary.exists() else "ansible-playbook", "-i", str(cat.ROOT / "inventories" / "local"),
+         str(cat.ROOT / "playbooks" / "site.yml"), "--list-tasks", "--tags", "pre-acc-1,pre-db-3"],
+        env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    listed = [line.strip() for line in result.stdout.splitlines() if " : " in line]
+    assert any("hub_base : PRE-ACC-1 | Create the service account" in line for line in listed), listed
+    assert any("hub_backup : PRE-DB-3 | Schedule the daily backup" in line for line in listed), listed
+    # Nothing of another ID, beyond what runs always (the distribution's variables, the layout).
+    assert all("always" in line or "pre-acc-1" in line or "pre-db-3" in line for line in listed), listed
