@@ -266,7 +266,7 @@ def reported(drift: Dict[str, Any], changes: List[Change]) -> Optional[Change]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("log", nargs="?")
     parser.add_argument("--operator-steps", action="store_true",
                         help="print the operator_step playbooks of --drifts and exit")
