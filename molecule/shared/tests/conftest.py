@@ -10,7 +10,7 @@ import json
 import os
 import shlex
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -85,17 +85,28 @@ def _layout_defaults() -> Dict[str, Any]:
         return dict(yaml.safe_load(handle))
 
 
+@cache
+def _inventory_values(inventory: str, name: str) -> Dict[str, Any]:
+    from testinfra.utils.ansible_runner import AnsibleRunner
+
+    return dict(AnsibleRunner(inventory).get_variables(name))
+
+
 def _host_values(host: Any) -> Dict[str, Any]:
-    """The host's own inventory values: through Ansible under Molecule (testinfra's ansible
-    backend), else from the summary scripts/verify.sh made of the inventory (HUB_VERIFY_HOSTS,
+    """The host's own inventory values: through Ansible with testinfra's ansible backend, from
+    Molecule's inventory under Molecule (its podman backend: MOLECULE_INVENTORY_FILE, host_vars
+    included), else from the summary scripts/verify.sh made of the inventory (HUB_VERIFY_HOSTS,
     checklist/inventory.py: only the layout's variables leave the inventory)."""
     if host.backend.NAME == "ansible":
         return dict(host.ansible.get_variables())
+    inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
+    if inventory:
+        return _inventory_values(inventory, host.backend.get_hostname())
     summary = os.environ.get("HUB_VERIFY_HOSTS")
     if summary:
         with open(summary, encoding="utf-8") as handle:
             for entry in json.load(handle)["hosts"]:
-                if entry["name"] == host.backend.get_hostname():
+                if host.backend.get_hostname() in (entry["name"], entry.get("address")):
                     return dict(entry.get("layout", {}))
     return {}
 
