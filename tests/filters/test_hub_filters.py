@@ -1,0 +1,367 @@
+"""The hub.provision filters (plugins/filter/hub.py) on real command output.
+
+The fixtures are what the commands print on the supported platforms (Debian 12 and 13, Ubuntu
+22.04, Rocky and RHEL 9); the roles call the filters on a registered result's stdout_lines.
+Each filter replaced a Jinja expression of a role's vars/main.yml and gives the same result
+(tests/platforms renders every role with them; Molecule's idempotence, check and drift runs
+use them on real hosts). Last, the filters through Ansible itself, by their full names.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Dict, List
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("hub_filters", ROOT / "plugins" / "filter" / "hub.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+hub = _load()
+
+# `sysctl -e KEY...` on a Debian 12 host (tabs in vector values, as sysctl prints them; a key
+# the kernel lacks prints nothing with -e).
+SYSCTL = """\
+net.ipv4.conf.all.accept_redirects = 0
+net.ipv4.conf.default.accept_redirects = 1
+net.ipv4.tcp_syncookies = 1
+net.ipv6.conf.all.accept_redirects = 1
+kernel.kptr_restrict = 0
+net.ipv4.tcp_rmem = 4096\t131072\t33554432
+"""
+
+# `dnf -q repolist --enabled`
+DNF_ROCKY = """\
+repo id                          repo name
+appstream                        Rocky Linux 9 - AppStream
+baseos                           Rocky Linux 9 - BaseOS
+epel                             Extra Packages for Enterprise Linux 9 - x86_64
+extras                           Rocky Linux 9 - Extras
+"""
+DNF_RHEL = """\
+repo id                                      repo name
+rhel-9-for-x86_64-appstream-rpms             Red Hat Enterprise Linux 9 for x86_64 - AppStream (RPMs)
+rhel-9-for-x86_64-baseos-rpms                Red Hat Enterprise Linux 9 for x86_64 - BaseOS (RPMs)
+"""
+
+# `apt-get indextargets --no-release-info --format '$(TARGET_OF) $(RELEASE)'` (one line per
+# index target: Packages, Translation, Contents... hence the repeats).
+APT_DEBIAN = "\n".join(["deb bookworm", "deb bookworm-updates", "deb bookworm-security"] * 3) + "\n"
+APT_UBUNTU = """\
+deb jammy
+deb jammy-updates
+deb jammy-backports
+deb jammy-security
+deb-src jammy-security
+deb jammy-security
+"""
+
+# `ufw status verbose` after hub_firewall, with an extra rule from a network and a comment.
+UFW = """\
+Status: active
+Logging: on (low)
+Default: deny (incoming), allow (outgoing), disabled (routed)
+New profiles: skip
+
+To                         Action      From
+--                         ------      ----
+22/tcp                     LIMIT IN    Anywhere                   # ssh
+80/tcp                     ALLOW IN    Anywhere                   # http
+443/tcp                    ALLOW IN    Anywhere                   # https
+9100/tcp                   ALLOW IN    10.0.0.0/8                 # node exporter # scraped
+22/tcp (v6)                LIMIT IN    Anywhere (v6)              # ssh
+80/tcp (v6)                ALLOW IN    Anywhere (v6)              # http
+443/tcp (v6)               ALLOW IN    Anywhere (v6)              # https
+
+"""
+UFW_INACTIVE = "Status: inactive\n"
+
+# `sshd -V`: OpenSSH 9.x and later print the version (on stderr); older ones an "unknown
+# option" and the version with their usage text.
+SSHD_V = {
+    "debian-12": {"rc": 0, "stdout": "", "stderr": "OpenSSH_9.2p1 Debian-2+deb12u7, OpenSSL 3.0.17 1 Jul 2025"},
+    "debian-13": {"rc": 0, "stdout": "", "stderr": "OpenSSH_10.0p2 Debian-7, OpenSSL 3.5.4 30 Sep 2025"},
+    "ubuntu-22.04": {"rc": 1, "stdout": "", "stderr": "unknown option -- V\nOpenSSH_8.9p1 Ubuntu-3ubuntu0.13, OpenSSL 3.0.2 15 Mar 2022\n"
+                     "usage: sshd [-46DdeGiqTtV] [-C connection_spec] [-c host_cert_file]"},
+    "rhel-9": {"rc": 1, "stdout": "", "stderr": "unknown option -- V\nOpenSSH_8.7p1, OpenSSL 3.2.2 4 Jun 2024\nusage: sshd [-46DdeiqTt]"},
+    "no-sshd": {"rc": 2, "stdout": "", "stderr": "[Errno 2] No such file or directory: b'/usr/sbin/sshd'"},
+}
+
+# `ssh-keygen -l -f /etc/ssh/ssh_host_rsa_key.pub`
+KEYGEN_RSA = "3072 SHA256:k7XaQ0n0N3m4pS0r9d1oRz0o7gkGJ1Wf2F1nq3m8c0Y root@hub-debian12 (RSA)\n"
+KEYGEN_MISSING = ""  # stderr only: "ssh-keygen: /etc/ssh/ssh_host_rsa_key.pub: No such file or directory"
+
+# `sshd -T -C user=deploy,host=localhost,addr=127.0.0.1` (an excerpt).
+SSHD_T = """\
+port 22
+addressfamily any
+listenaddress [::]:22
+listenaddress 0.0.0.0:22
+permitrootlogin without-password
+passwordauthentication no
+kbdinteractiveauthentication no
+pubkeyauthentication yes
+authorizedkeysfile .ssh/authorized_keys .ssh/authorized_keys2
+authorizedkeyscommand none
+kexalgorithms sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sha256@libssh.org
+maxauthtries 3
+"""
+
+# The catalog of hub_ssh/vars/main.yml (kex).
+KEX = [
+    {"name": "mlkem768x25519-sha256", "since": "9.9"},
+    {"name": "sntrup761x25519-sha512", "since": "9.9"},
+    {"name": "sntrup761x25519-sha512@openssh.com", "since": "8.5"},
+    {"name": "curve25519-sha256", "since": "7.4"},
+    {"name": "curve25519-sha256@libssh.org", "since": "6.5"},
+    {"name": "diffie-hellman-group18-sha512", "since": "7.3"},
+    {"name": "diffie-hellman-group16-sha512", "since": "7.3"},
+]
+
+
+# --- packages --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("packages", "installed", "missing"), [
+    (["nginx", "openssl"], ["nginx", "openssl", "curl"], False),
+    (["nginx", "openssl"], ["nginx"], True),
+    (["nginx"], [], True),
+    (["nginx"], None, True),  # not known (a role on its own): install as usual
+    ([], None, False),  # nothing to install
+    ([], ["nginx"], False),
+    ("prometheus-node-exporter", ["prometheus-node-exporter"], False),  # one name
+    ("prometheus-node-exporter", ["prometheus"], True),
+])
+def test_packages_missing(packages: Any, installed: Any, missing: bool) -> None:
+    assert hub.hub_packages_missing(packages, installed) is missing
+
+
+# --- sysctl -----------------------------------------------------------------------------------------
+
+def test_sysctl_parse() -> None:
+    current = hub.hub_sysctl_parse(SYSCTL.splitlines())
+    assert current["net.ipv4.tcp_syncookies"] == "1"
+    assert current["net.ipv4.tcp_rmem"] == "4096\t131072\t33554432"
+    assert len(current) == 6
+    assert hub.hub_sysctl_parse(SYSCTL) == current  # stdout as well as stdout_lines
+    assert hub.hub_sysctl_parse([]) == {}
+    # An error line (without -e) has no " = ": left out; a value with " = " in it is kept whole.
+    assert hub.hub_sysctl_parse(["sysctl: cannot stat /proc/sys/x/y: No such file or directory", "a.b = c = d"]) == {"a.b": "c = d"}
+
+
+def test_sysctl_present_and_drift() -> None:
+    current = hub.hub_sysctl_parse(SYSCTL)
+    wanted = {
+        "net.ipv4.conf.all.accept_redirects": "0",  # running: no drift
+        "net.ipv4.conf.default.accept_redirects": "0",  # drift
+        "net.ipv4.tcp_syncookies": 1,  # an int from an inventory: compared as text
+        "kernel.kptr_restrict": "2",  # drift
+        "net.ipv6.conf.default.accept_redirects": "0",  # the kernel lacks it: neither
+    }
+    present = hub.hub_sysctl_present(wanted, current)
+    assert list(present) == ["net.ipv4.conf.all.accept_redirects", "net.ipv4.conf.default.accept_redirects",
+                             "net.ipv4.tcp_syncookies", "kernel.kptr_restrict"]
+    assert hub.hub_sysctl_drift(wanted, current) == ["net.ipv4.conf.default.accept_redirects=0", "kernel.kptr_restrict=2"]
+    # The probe before the first run in a container without the keys: nothing to do.
+    assert hub.hub_sysctl_present(wanted, {}) == {} and hub.hub_sysctl_drift(wanted, {}) == []
+    # The sysctl module sets what the drift list names: key=value splits back at the first "=".
+    for item in hub.hub_sysctl_drift(wanted, current):
+        key, value = item.split("=", 1)
+        assert str(wanted[key]) == value
+
+
+# --- package sources -------------------------------------------------------------------------------
+
+def test_dnf_repo_ids() -> None:
+    assert hub.hub_dnf_repo_ids(DNF_ROCKY.splitlines()) == ["appstream", "baseos", "epel", "extras"]
+    assert hub.hub_dnf_repo_ids(DNF_RHEL) == ["rhel-9-for-x86_64-appstream-rpms", "rhel-9-for-x86_64-baseos-rpms"]
+    assert hub.hub_dnf_repo_ids([]) == []
+    assert hub.hub_dnf_repo_ids(["", "   continued name", "crb  CRB"]) == ["crb"]
+
+
+def test_apt_security_suites() -> None:
+    assert hub.hub_apt_security_suites(APT_DEBIAN.splitlines()) == ["bookworm-security"]
+    assert hub.hub_apt_security_suites(APT_UBUNTU) == ["jammy-security"]  # deb-src left out
+    assert hub.hub_apt_security_suites(["deb bookworm", "deb bookworm-updates"]) == []
+    assert hub.hub_apt_security_suites([]) == []
+    # The whole line must be "deb <suite>-security"; one spelling per suite, the first.
+    assert hub.hub_apt_security_suites(["deb trixie-security ", "deb x trixie-security", "deb trixie-Security"]) == []
+    assert hub.hub_apt_security_suites(["deb Trixie-security", "deb trixie-security"]) == ["Trixie-security"]
+
+
+# --- ufw --------------------------------------------------------------------------------------------
+
+def test_ufw_rules() -> None:
+    assert hub.hub_ufw_rules(UFW.splitlines()) == [
+        "22/tcp|LIMIT IN|Anywhere",
+        "80/tcp|ALLOW IN|Anywhere",
+        "443/tcp|ALLOW IN|Anywhere",
+        "9100/tcp|ALLOW IN|10.0.0.0/8",
+        "22/tcp (v6)|LIMIT IN|Anywhere (v6)",
+        "80/tcp (v6)|ALLOW IN|Anywhere (v6)",
+        "443/tcp (v6)|ALLOW IN|Anywhere (v6)",
+    ]
+    assert hub.hub_ufw_rules(UFW_INACTIVE) == []
+    assert hub.hub_ufw_rules(["Anywhere                   DENY IN     192.0.2.7", "5000                       REJECT IN   Anywhere"]) == [
+        "Anywhere|DENY IN|192.0.2.7", "5000|REJECT IN|Anywhere"]
+
+
+def test_ufw_rule_listed() -> None:
+    rules = hub.hub_ufw_rules(UFW)
+    assert hub.hub_ufw_rule_listed(rules, "22/tcp", "LIMIT")
+    assert not hub.hub_ufw_rule_listed(rules, "22/tcp", "ALLOW")  # ssh_limit switched off: the rule is due
+    assert hub.hub_ufw_rule_listed(rules, "443/tcp", "ALLOW", "any")
+    assert hub.hub_ufw_rule_listed(rules, "9100/tcp", "ALLOW", "10.0.0.0/8")
+    assert not hub.hub_ufw_rule_listed(rules, "9100/tcp", "ALLOW")  # from anywhere: not listed
+    assert not hub.hub_ufw_rule_listed(rules, "8080/tcp", "ALLOW")
+    # Open to any source means IPv4 and IPv6 both: the https rule deleted for IPv4 only is due.
+    without_v4 = [r for r in rules if r != "443/tcp|ALLOW IN|Anywhere"]
+    assert not hub.hub_ufw_rule_listed(without_v4, "443/tcp", "ALLOW")
+    assert not hub.hub_ufw_rule_listed(hub.hub_ufw_rules(UFW_INACTIVE), "22/tcp", "LIMIT")
+
+
+# --- ssh ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("platform", "version"), [
+    ("debian-12", "9.2"), ("debian-13", "10.0"), ("ubuntu-22.04", "8.9"), ("rhel-9", "8.7"), ("no-sshd", "0.0")])
+def test_openssh_version(platform: str, version: str) -> None:
+    result = SSHD_V[platform]
+    assert hub.hub_openssh_version(result) == version  # the registered result
+    assert hub.hub_openssh_version(f"{result['stdout']} {result['stderr']}") == version
+    assert hub.hub_openssh_version({}) == "0.0"  # no probe (crypto switched off)
+    assert hub.hub_openssh_version({"skipped": True, "changed": False}) == "0.0"
+
+
+@pytest.mark.parametrize(("version", "names"), [
+    ("0.0", []),
+    ("6.5", ["curve25519-sha256@libssh.org"]),
+    ("7.3", ["curve25519-sha256@libssh.org", "diffie-hellman-group18-sha512", "diffie-hellman-group16-sha512"]),
+    ("8.7", ["sntrup761x25519-sha512@openssh.com", "curve25519-sha256", "curve25519-sha256@libssh.org",
+             "diffie-hellman-group18-sha512", "diffie-hellman-group16-sha512"]),
+    ("9.9", [entry["name"] for entry in KEX]),
+    ("10.0", [entry["name"] for entry in KEX]),  # 10.0 is newer than 9.9 (not a string comparison)
+])
+def test_algorithms_for(version: str, names: List[str]) -> None:
+    assert hub.hub_algorithms_for(KEX, version) == names
+
+
+def test_algorithms_for_refuses_a_version_that_is_not_one() -> None:
+    with pytest.raises(ValueError, match="not a dotted version"):
+        hub.hub_algorithms_for(KEX, "OpenSSH_9.2p1")
+
+
+def test_ssh_keygen_bits() -> None:
+    assert hub.hub_ssh_keygen_bits(KEYGEN_RSA) == 3072
+    assert hub.hub_ssh_keygen_bits({"stdout": "2048 SHA256:x root@old (RSA)", "stderr": ""}) == 2048
+    assert hub.hub_ssh_keygen_bits(KEYGEN_MISSING) == 0
+    assert hub.hub_ssh_keygen_bits(" 3072 SHA256:x") == 0  # the size starts the line
+
+
+def test_sshd_settings_and_authorized_keys_files() -> None:
+    settings = hub.hub_sshd_settings(SSHD_T.splitlines())
+    assert settings["passwordauthentication"] == "no"
+    assert settings["listenaddress"] == "0.0.0.0:22"  # a repeated keyword: the last line
+    assert settings["kexalgorithms"].split(",")[0] == "sntrup761x25519-sha512@openssh.com"
+    assert hub.hub_authorized_keys_files(settings, "/home/deploy", "deploy") == [
+        "/home/deploy/.ssh/authorized_keys", "/home/deploy/.ssh/authorized_keys2"]
+    expanded = {"authorizedkeysfile": "%h/.ssh/keys /etc/ssh/authorized_keys/%u keys/100%%"}
+    assert hub.hub_authorized_keys_files(expanded, "/root", "root") == [
+        "/root/.ssh/keys", "/etc/ssh/authorized_keys/root", "/root/keys/100%"]
+    assert hub.hub_authorized_keys_files({}, "/root", "root") == ["/root/.ssh/authorized_keys"]  # sshd's default
+    assert hub.hub_authorized_keys_files({"authorizedkeysfile": "none"}, "/root", "root") == ["/root/none"]
+
+
+def test_moduli_below_regex_for_3072() -> None:
+    # The string the roles' Jinja built before (plugins/filter/hub.py replaced it).
+    assert hub.hub_moduli_below_regex(3072) == "[0-9]{1,3}|[0-2][0-9]{3}|30[0-6][0-9]{1}|307[0-0]"
+    assert hub.hub_moduli_below_regex("3072") == hub.hub_moduli_below_regex(3072)
+
+
+@pytest.mark.parametrize("min_bits", [2, 3, 9, 10, 11, 12, 100, 101, 102, 1000, 1001, 1024, 2000, 2001, 2048, 3072, 4096, 7680, 8192, 10001])
+def test_moduli_below_regex_matches_exactly_the_smaller_sizes(min_bits: int) -> None:
+    """Every size field around the limit and far beyond it: matched if and only if the
+    modulus (field + 1 bits) is smaller than min_bits."""
+    pattern = re.compile(f"(?:{hub.hub_moduli_below_regex(min_bits)})")
+    for field in range(0, max(3 * min_bits, 12000)):
+        assert bool(pattern.fullmatch(str(field))) is (field + 1 < min_bits), (min_bits, field)
+
+
+def test_moduli_below_regex_on_moduli_lines() -> None:
+    """As hub_ssh uses it: the fifth field of /etc/ssh/moduli lines."""
+    small = re.compile(rf"^\S+\s+\S+\s+\S+\s+\S+\s+(?:{hub.hub_moduli_below_regex(3072)})\s")
+    lines = {
+        "20230315000000 2 6 100 2047 5 F0A1": True,
+        "20230315000000 2 6 100 3070 5 F0A1": True,
+        "20230315000000 2 6 100 3071 2 C1B7": False,
+        "20230315000000 2 6 100 4095 5 D2E3": False,
+        "20230315000000 2 6 100 8191 2 A9F0": False,
+        "# Time Type Tests Tries Size Generator Modulus": False,
+    }
+    for line, removed in lines.items():
+        assert bool(small.match(line)) is removed, line
+
+
+@pytest.mark.parametrize("min_bits", [1, 0, -5])
+def test_moduli_below_regex_refuses_a_meaningless_limit(min_bits: int) -> None:
+    with pytest.raises(ValueError):
+        hub.hub_moduli_below_regex(min_bits)
+
+
+def test_every_filter_is_exported() -> None:
+    exported: Dict[str, Any] = hub.FilterModule().filters()
+    public = sorted(name for name in vars(hub) if name.startswith("hub_"))
+    assert sorted(exported) == public
+    assert all(exported[name] is getattr(hub, name) for name in public)
+
+
+# --- through Ansible -------------------------------------------------------------------------------
+
+PLAYBOOK = """\
+- name: The filters by their full names
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Call them as the roles do
+      ansible.builtin.assert:
+        that:
+          - "{{ ufw | hub.provision.hub_ufw_rules | hub.provision.hub_ufw_rule_listed('22/tcp', 'LIMIT') }}"
+          - "{{ probe | hub.provision.hub_openssh_version == '9.2' }}"
+          - "{{ ['nginx'] | hub.provision.hub_packages_missing(none) }}"
+          - "{{ not (['nginx'] | hub.provision.hub_packages_missing(['nginx', 'curl'])) }}"
+"""
+
+
+def test_the_repository_is_the_collection_for_its_playbooks() -> None:
+    """In a clone, playbooks/collections shows plugins/ as the collection hub.provision: Ansible
+    looks there first for the playbooks beside it (playbooks/*.yml), and Molecule and
+    tests/platforms name it in their collections path. A relative link, so any clone has it."""
+    link = ROOT / "playbooks" / "collections" / "ansible_collections" / "hub" / "provision" / "plugins"
+    assert link.is_symlink() and not os.path.isabs(os.readlink(link))
+    assert link.resolve() == (ROOT / "plugins").resolve()
+    assert sorted(p.name for p in link.parent.iterdir()) == ["plugins"]  # nothing else: no loop, nothing shipped twice
+
+
+def test_ansible_finds_the_filters_by_their_full_names(tmp_path: Path) -> None:
+    (tmp_path / "play.yml").write_text(PLAYBOOK)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env.update(ANSIBLE_CONFIG=str(tmp_path / "none.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_COLLECTIONS_PATH=str(ROOT / "playbooks" / "collections"))
+    binary = Path(sys.executable).parent / "ansible-playbook"
+    extra = json.dumps({"ufw": UFW.splitlines(), "probe": SSHD_V["debian-12"]})
+    result = subprocess.run([str(binary) if binary.exists() else "ansible-playbook", "-i", "localhost,", "-c", "local",
+                             "play.yml", "-e", extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "failed=0" in result.stdout
