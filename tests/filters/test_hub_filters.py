@@ -351,7 +351,10 @@ def test_the_repository_is_the_collection_for_its_playbooks() -> None:
     link = ROOT / "playbooks" / "collections" / "ansible_collections" / "hub" / "provision" / "plugins"
     assert link.is_symlink() and not os.path.isabs(os.readlink(link))
     assert link.resolve() == (ROOT / "plugins").resolve()
-    assert sorted(p.name for p in link.parent.iterdir()) == ["plugins"]  # nothing else: no loop, nothing shipped twice
+    # Its metadata is the repository's galaxy.yml (Mitogen lists every collection and Ansible warns
+    # about one without metadata); nothing else: no loop, nothing shipped twice.
+    assert sorted(p.name for p in link.parent.iterdir()) == ["galaxy.yml", "plugins"]
+    assert (link.parent / "galaxy.yml").resolve() == (ROOT / "galaxy.yml").resolve()
 
 
 def test_ansible_finds_the_filters_by_their_full_names(tmp_path: Path) -> None:
