@@ -2,11 +2,10 @@
 whether an install task has anything to install.
 
 The roles call them by their full names (`hub.provision.hub_sysctl_parse`): Ansible finds a
-collection's filters only so, and from a clone of the repository `collections/` on
-ansible.cfg's `collections_path` shows this directory as the collection (docs/architecture.md).
-Each filter does what a Jinja expression in the roles' `vars/main.yml` did before, to the same
-result (tests/filters). Plain Python on the controller, no Ansible import: the registered
-results arrive as lists, dicts and strings.
+collection's filters only so. In a clone, `playbooks/collections/` links this directory as the
+collection hub.provision (docs/architecture.md). Each filter does what a Jinja expression in
+the roles' `vars/main.yml` or tasks did before, to the same result (tests/filters). Plain Python
+on the controller, no Ansible import: the registered results arrive as lists, dicts and strings.
 """
 from __future__ import annotations
 
