@@ -151,7 +151,7 @@ def test_epel_is_enabled_where_packages_come_from_it(reports: dict[str, dict[str
         assert r["hub_base_epel_release"] == "epel-release"
         assert (r["hub_base_crb_method"], r["hub_base_crb_repo"]) == ("dnf", "crb")
     # The tasks: sources.yml comes before the packages, installs the release, imports the key.
-    main = [t.get("ansible.builtin.import_tasks") for t in load_tasks(ROLES / "hub_base/tasks/main.yml")]
+    main = [t.get("ansible.builtin.import_tasks") for t in walk(load_tasks(ROLES / "hub_base/tasks/main.yml"))]
     assert main.index("sources.yml") < main.index("packages.yml")
     sources = list(walk(load_tasks(ROLES / "hub_base/tasks/sources.yml")))
     installs = [t for t in sources if t.get("ansible.builtin.dnf", {}).get("name") == "{{ __hub_base_epel_release_effective }}"]
