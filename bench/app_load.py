@@ -42,10 +42,12 @@ import hubbench as hb
 
 BENCH = Path(__file__).resolve().parent
 WRK_DIR = BENCH / "wrk"
+# Issue 13 keeps the figures the app had before it was hardened, measured on this machine, as
+# targets (issue 3's were 0.70, 1,000 req/s and 80 MB).
 TARGETS = {
-    "health_ratio_min": 0.70,      # hive GET /api/health >= 70 % of the bare app's rate
-    "agents_rps_min": 1000.0,      # POST /api/agents >= 1,000 req/s
-    "rss_mb_max": 80.0,            # RSS < 80 MB after >= 10,000 requests
+    "health_ratio_min": 1.00,      # hive GET /api/health at the bare app's rate
+    "agents_rps_min": 2693.0,      # POST /api/agents
+    "rss_mb_max": 76.7,            # RSS after 10,000 agent creations
     "rss_after_requests": 10_000,
     "agents_list_ratio_min": 0.50,  # authenticated GET /api/agents (100) >= 50 % of bare Starlette
     # While 100 clients log in back to back: every health probe answered, median under 50 ms
@@ -390,11 +392,11 @@ class Bench:
             "login_storm": storm,
             "profiles": profiles,
             "targets": {
-                "health_at_least_70pct_of_bare": {"value": health_ratio, "pass": health_ratio >= TARGETS["health_ratio_min"]},
-                "agents_at_least_1000_rps": {"value": agents_rps, "pass": agents_rps >= TARGETS["agents_rps_min"]},
-                "rss_under_80mb_after_10k_requests": {
+                "health_at_least_bare_rate": {"value": health_ratio, "pass": health_ratio >= TARGETS["health_ratio_min"]},
+                "agents_at_least_2693_rps": {"value": agents_rps, "pass": agents_rps >= TARGETS["agents_rps_min"]},
+                "rss_at_most_76_7mb_after_10k_creations": {
                     "value": round(rss_mb, 1), "requests": checkpoint["requests"],
-                    "pass": judged_rss and rss_mb < TARGETS["rss_mb_max"],
+                    "pass": judged_rss and rss_mb <= TARGETS["rss_mb_max"],
                 },
                 "agents_list_at_least_50pct_of_starlette": {
                     "value": list_ratio, "pass": list_ratio >= TARGETS["agents_list_ratio_min"],
