@@ -22,6 +22,8 @@ CHECKS = (
     "response_schema_conformance,response_headers_conformance"
 )
 MAX_EXAMPLES = 25
+# The whole fuzzing run's wall-clock budget (both selections): about 2 minutes, a failure past it.
+BUDGET_SECONDS = 150.0
 
 
 def test_every_route_is_declared_and_served(client: Any, hive_app: Any) -> None:
@@ -54,7 +56,9 @@ def test_an_undeclared_route_is_refused() -> None:
         raise AssertionError("an undeclared route was published")
 
 
-def _schemathesis(workdir: Path, base: str, token: str, *selection: str) -> subprocess.CompletedProcess[str]:
+def _schemathesis(
+    workdir: Path, base: str, token: str, deadline: float, *selection: str
+) -> subprocess.CompletedProcess[str]:
     st = Path(sys.executable).parent / "st"
     assert st.exists(), "schemathesis is missing: install the app's test extras (make bootstrap)"
     command: List[str] = [
@@ -64,16 +68,22 @@ def _schemathesis(workdir: Path, base: str, token: str, *selection: str) -> subp
         "--request-timeout", "10", "--no-color", *selection,
     ]
     # Its example database (.schemathesis/) goes to the test's own directory, not the checkout.
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=workdir)
+    remaining = deadline - time.monotonic()
+    assert remaining > 0, f"schemathesis: the {BUDGET_SECONDS:.0f} s budget was spent before {selection}"
+    try:
+        return subprocess.run(command, capture_output=True, text=True, timeout=remaining, cwd=workdir)
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"schemathesis {selection} ran past the {BUDGET_SECONDS:.0f} s budget") from exc
 
 
 def test_schemathesis_finds_no_5xx_and_no_contract_break(tmp_path: Path) -> None:
     # Limits high enough that the fuzzer reaches the logic, not only 429s (429 is documented).
     with live_server(tmp_path, LOGIN_BURST=1000, LOGIN_RATE_PER_MINUTE=6000) as live:
         started = time.monotonic()
+        deadline = started + BUDGET_SECONDS
         results = [
-            _schemathesis(tmp_path, live.base, live.token("admin"), "--exclude-path-regex", SESSION_ENDING),
-            _schemathesis(tmp_path, live.base, live.token("admin"), "--include-path-regex", SESSION_ENDING),
+            _schemathesis(tmp_path, live.base, live.token("admin"), deadline, "--exclude-path-regex", SESSION_ENDING),
+            _schemathesis(tmp_path, live.base, live.token("admin"), deadline, "--include-path-regex", SESSION_ENDING),
         ]
         elapsed = time.monotonic() - started
         server_log = (tmp_path / "server.out").read_text()
