@@ -282,6 +282,14 @@ def test_forwarded_for_only_from_trusted_proxy(settings: Any) -> None:
             via_proxy.get("/api/admin/users", headers={"X-Forwarded-For": "198.51.100.20"})
             via_proxy.get("/api/admin/users", headers={"X-Forwarded-For": "10.9.9.9, 198.51.100.21, 127.0.0.1"})
             via_proxy.get("/api/admin/users", headers={"X-Forwarded-For": "garbage\nclient_id=1.1.1.1"})
+            # Resolved addresses are cached per (peer, header value): the same value again, and
+            # a new one, each get their own client; a long value is resolved but not kept.
+            via_proxy.get("/api/admin/users", headers={"X-Forwarded-For": "198.51.100.20"})
+            via_proxy.get("/api/admin/users", headers={"X-Forwarded-For": "198.51.100.23"})
+            long_chain = ", ".join(["127.0.0.1"] * 60) + ", 198.51.100.24, 127.0.0.1"
+            via_proxy.get("/api/admin/users", headers={"X-Forwarded-For": long_chain})
+            cached_values = [forwarded for _peer, forwarded in app._client_cache]
+            assert b"198.51.100.23" in cached_values and long_chain.encode() not in cached_values
         with TestClient(app, client=("192.0.2.50", 5000)) as direct:
             direct.get("/api/admin/users", headers={"X-Forwarded-For": "198.51.100.22"})
     finally:
@@ -293,6 +301,9 @@ def test_forwarded_for_only_from_trusted_proxy(settings: Any) -> None:
         "client_id=198.51.100.20",
         "client_id=198.51.100.21",
         "client_id=127.0.0.1",
+        "client_id=198.51.100.20",
+        "client_id=198.51.100.23",
+        "client_id=198.51.100.24",
         "client_id=192.0.2.50",
     ]
 

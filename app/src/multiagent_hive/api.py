@@ -57,6 +57,8 @@ def _minimal_health_answer(status: int, body: bytes) -> Tuple[int, bytes, List[T
 
 HEALTH_MINIMAL = {True: _minimal_health_answer(200, b'{"status":"ok"}'), False: _minimal_health_answer(503, b'{"status":"error"}')}
 CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
+# X-Forwarded-For values up to this long are cached with the address they resolve to.
+FORWARDED_CACHED_BYTES = 256
 MISSING_CREDENTIALS = "missing credentials"
 
 
@@ -100,6 +102,7 @@ class HiveApp:
         self._db_checked_at = float("-inf")
         self.max_body = settings.max_body_bytes
         self._bucket_cache: Dict[str, str] = {}
+        self._client_cache: Dict[Tuple[str, Optional[bytes]], Tuple[str, str]] = {}
         self.backoff = LoginBackoff()
         self.tickets = WsTickets()
         self.sockets = OpenSockets()
@@ -175,30 +178,42 @@ class HiveApp:
 
     # ASGI layer --------------------------------------------------------------------------
     def client_ip(self, scope: Scope) -> str:
+        """The client's address: the peer's, or, from a trusted proxy, X-Forwarded-For's."""
+        forwarded = [v for k, v in scope["headers"] if k == b"x-forwarded-for"]
+        return self._client(scope, b",".join(forwarded) if forwarded else None)[0]
+
+    def _client(self, scope: Scope, forwarded: Optional[bytes]) -> Tuple[str, str]:
+        """(client address, rate-limit bucket) for a peer and its X-Forwarded-For (every value,
+        joined by commas), resolved once and kept in a bounded cache: proxies and monitors send
+        the same pair again and again."""
         client = scope.get("client")
         raw = client[0] if client else "0.0.0.0"
+        key = (raw, forwarded)
+        known = self._client_cache.get(key)
+        if known is not None:
+            return known
         peer = self._peer_cache.get(raw)
         if peer is None:
             peer = clean_ip(raw)
             if len(self._peer_cache) >= 10_000:
                 self._peer_cache.clear()
             self._peer_cache[raw] = peer
-        if not self._is_trusted(peer):
-            return peer
-        forwarded = [v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"]
-        if not forwarded:
-            return peer
-        hops = [h.strip() for h in ",".join(forwarded).split(",")]
         client_addr = peer
-        for hop in reversed(hops):
-            try:
-                addr = str(ipaddress.ip_address(hop))
-            except ValueError:
-                break  # garbage from the client side: trust nothing further left
-            client_addr = addr
-            if not self._is_trusted(addr):
-                break
-        return client_addr
+        if forwarded is not None and self._is_trusted(peer):
+            for hop in reversed(forwarded.decode("latin-1").split(",")):
+                try:
+                    addr = str(ipaddress.ip_address(hop.strip()))
+                except ValueError:
+                    break  # garbage from the client side: trust nothing further left
+                client_addr = addr
+                if not self._is_trusted(addr):
+                    break
+        known = (client_addr, self.bucket(client_addr))
+        if forwarded is None or len(forwarded) <= FORWARDED_CACHED_BYTES:  # the cache stays small
+            if len(self._client_cache) >= 10_000:
+                self._client_cache.clear()
+            self._client_cache[key] = known
+        return known
 
     def _is_trusted(self, ip: str) -> bool:
         cached = self._trusted_cache.get(ip)
@@ -214,12 +229,22 @@ class HiveApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind not in ("http", "websocket"):
+        if kind != "http" and kind != "websocket":
             await self.starlette(scope, receive, send)
             return
-        ip = self.client_ip(scope)
+        # One pass over the headers for what this layer needs of them.
+        forwarded: Optional[bytes] = None
+        credentials = False
+        length: Optional[bytes] = None
+        for key, value in scope["headers"]:
+            if key == b"x-forwarded-for":
+                forwarded = value if forwarded is None else forwarded + b"," + value
+            elif key in CREDENTIAL_HEADERS:
+                credentials = True
+            elif key == b"content-length" and length is None:
+                length = value
+        ip, bucket = self._client(scope, forwarded)
         scope["hive.client_ip"] = ip
-        bucket = self.bucket(ip)
         if not self.general_limit.allow(bucket):
             self._rate_limited(ip, scope.get("path", ""), self.general_limit)
             if kind == "http":
@@ -231,21 +256,19 @@ class HiveApp:
         if kind == "websocket":
             await self.starlette(scope, receive, send)
             return
-        if scope["path"] == HEALTH_PATH and scope["method"] in ("GET", "HEAD") and not self._scope_has_credentials(scope):
+        if not credentials and scope["path"] == HEALTH_PATH and scope["method"] in ("GET", "HEAD"):
             await self._minimal_health(scope["method"], send)
             return
-        for key, value in scope["headers"]:
-            if key == b"content-length":
-                try:
-                    too_big = int(value) > self.max_body
-                except ValueError:
-                    too_big = False
-                if too_big:
-                    self.audit.event("InvalidInput", ip, method=scope["method"], path=scope["path"], detail="body too large")
-                    await self._send_plain(send, 413, {"error": "request body too large", "limit": self.max_body})
-                    self._observe(scope, 413, 0.0)
-                    return
-                break
+        if length is not None:
+            try:
+                too_big = int(length) > self.max_body
+            except ValueError:
+                too_big = False
+            if too_big:
+                self.audit.event("InvalidInput", ip, method=scope["method"], path=scope["path"], detail="body too large")
+                await self._send_plain(send, 413, {"error": "request body too large", "limit": self.max_body})
+                self._observe(scope, 413, 0.0)
+                return
         started = time.perf_counter()
         status_holder = [500]
 
@@ -268,10 +291,6 @@ class HiveApp:
                 self._bucket_cache.clear()
             self._bucket_cache[ip] = key
         return key
-
-    @staticmethod
-    def _scope_has_credentials(scope: Scope) -> bool:
-        return any(key in CREDENTIAL_HEADERS for key, _ in scope["headers"])
 
     async def _minimal_health(self, method: str, send: Send) -> None:
         """Unauthenticated GET (or HEAD) /api/health, answered here rather than through Starlette's
