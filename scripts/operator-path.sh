@@ -5,7 +5,9 @@
 #   make deploy (first converge); make verify twice back to back; every drift of
 #   molecule/shared/drifts.yml injected at once; make drift (exit 3, every drift named, no failed
 #   task); one repair run (site.yml, plus the operator steps the drift list names, e.g. the admin
-#   password reset); a run that changes nothing; make verify; make destroy.
+#   password reset); a run that changes nothing; make verify; the incident playbook on a
+#   compromised account (its sessions and API keys revoked, the account disabled, the evidence
+#   fetched, the service resumed); make destroy.
 # Each step's new SSH connections to the target are counted from its sshd log and printed
 # (reports/operator-path/connections.txt); docs/operators.md has the figures.
 #   scripts/operator-path.sh          (KEEP=1 keeps the target afterwards)
@@ -101,6 +103,60 @@ run drift-rerun 0 make --no-print-directory deploy
 scripts/recap.py "$logs/drift-rerun.log" --expect-unchanged
 run verify-3 0 make --no-print-directory verify INVENTORY="$inventory"
 grep -E '^(PASS|FAIL):' "$logs/verify-3.log" || true
+
+# Incident response on a compromised account, through nginx as a client would see it: a JWT
+# and an API key that work, then playbooks/incident-response.yml with the account named, then
+# neither works, the account cannot log in, the admin still can, and the evidence is here.
+hub_url="https://127.0.0.1:${HTTPS_PORT:-8443}"
+layout() { python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]])' roles/hub_common/defaults/main.yml "$1"; }
+# api METHOD PATH [HEADER]: the HTTP status; the body (JSON) from stdin when not a terminal, the
+# answer in $logs/api.json. Secrets travel on stdin and in headers, never on a command line.
+api() {
+  local data=()
+  [ -t 0 ] || data=(-H 'Content-Type: application/json' --data-binary @-)
+  curl -ksS -o "$logs/api.json" -w '%{http_code}' -X "$1" ${3:+-H "$3"} "${data[@]}" "$hub_url$2"
+}
+answer() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$logs/api.json" "$1"; }
+expect() { # expect WHAT WANTED GOT
+  if [ "$2" != "$3" ]; then
+    echo "operator-path: FAILED: $1: HTTP $3, expected $2 ($(head -c 300 "$logs/api.json"))" >&2
+    exit 1
+  fi
+  echo "ok   - $1 ($3)"
+}
+step incident-prepare
+suspect=incident-suspect
+suspect_pw=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+admin_login=$(podman exec "$target" cat "$(layout hub_admin_password_file)" |
+  python3 -c 'import json, sys; print(json.dumps({"username": "admin", "password": sys.stdin.read().strip()}))')
+expect "admin login" 200 "$(api POST /api/auth/login <<<"$admin_login")"
+admin_auth="Authorization: Bearer $(answer access_token)"
+expect "the suspect's account created" 201 "$(api POST /api/admin/users "$admin_auth" \
+  <<<"{\"username\": \"$suspect\", \"password\": \"$suspect_pw\", \"role\": \"operator\"}")"
+suspect_login="{\"username\": \"$suspect\", \"password\": \"$suspect_pw\"}"
+expect "the suspect's login" 200 "$(api POST /api/auth/login <<<"$suspect_login")"
+suspect_jwt="Authorization: Bearer $(answer access_token)"
+expect "the suspect's API key created" 201 "$(api POST /api/auth/api-keys "$suspect_jwt" <<<'{"name": "stolen"}')"
+suspect_key="X-API-Key: $(answer api_key)"
+expect "the suspect's JWT works" 200 "$(api GET /api/agents "$suspect_jwt" </dev/null)"
+expect "the suspect's API key works" 200 "$(api GET /api/agents "$suspect_key" </dev/null)"
+
+run incident 0 ansible-playbook -i "$inventory" playbooks/incident-response.yml \
+  -e "hub_incident_revoke_user=$suspect" -e hub_incident_disable_user=true -e resume_service=true \
+  -e "incident_output_dir=$logs/incident"
+for _ in $(seq 30); do [ "$(api GET /api/health </dev/null)" = 200 ] && break; sleep 1; done
+expect "health once the service is resumed" 200 "$(api GET /api/health </dev/null)"
+expect "the suspect's JWT is refused" 401 "$(api GET /api/agents "$suspect_jwt" </dev/null)"
+expect "the suspect's API key is refused" 401 "$(api GET /api/agents "$suspect_key" </dev/null)"
+expect "the suspect cannot log in (disabled)" 401 "$(api POST /api/auth/login <<<"$suspect_login")"
+expect "the admin still logs in" 200 "$(api POST /api/auth/login <<<"$admin_login")"
+evidence=$(find "$logs/incident" -name evidence.tar.gz | head -n 1)
+summary=$(tar -xzOf "$evidence" summary.txt)
+grep -E '^(emergency backup|revoked user|disabled user):' <<<"$summary"
+if ! grep -q "^revoked user: .*$suspect" <<<"$summary" || ! grep -q "^disabled user: .*$suspect" <<<"$summary"; then
+  echo "operator-path: FAILED: the evidence summary does not record the revocation of $suspect" >&2
+  exit 1
+fi
 
 # The firewall's view of the whole path: the most new connections from the controller within
 # any 30 s (ufw's LIMIT rejects the 6th). Every step above passed, so none was rejected; this
