@@ -460,3 +460,25 @@ def test_data_export_runs_off_the_event_loop(client: Any, hive_app: Any, operato
         store_module.Store.export_user = original  # type: ignore[method-assign]
     assert data["user"]["username"] == "operator" and data["tasks"][0]["priority"] == "medium"
     assert "exported_at" in data and seen == ["thread"]
+
+
+def test_task_lists_are_read_off_the_event_loop(client: Any, operator: Dict[str, str], monkeypatch: Any) -> None:
+    """A page of tasks (a deep OFFSET costs a walk of the index) is read in the reader's thread,
+    on its own connection, and still sees a task committed just before."""
+    from multiagent_hive.store import Store
+
+    readers: List[str] = []
+    real = Store.list_tasks
+
+    def recording(self: Store, state: Optional[str], limit: int, offset: int) -> List[Dict[str, Any]]:
+        readers.append(threading.current_thread().name)
+        return real(self, state, limit, offset)
+
+    monkeypatch.setattr(Store, "list_tasks", recording)
+    created = client.post("/api/tasks", json={"description": "seen by the reader"}, headers=operator)
+    assert created.status_code == 201
+    listed = client.get("/api/tasks?state=Pending&offset=0", headers=operator)
+    assert listed.status_code == 200
+    assert created.json()["id"] in [t["id"] for t in listed.json()["tasks"]]
+    assert client.get("/api/tasks?offset=10000000", headers=operator).json() == {"tasks": []}
+    assert readers and all(name.startswith("hive-reader") for name in readers), readers

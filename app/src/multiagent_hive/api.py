@@ -39,7 +39,7 @@ from .schemas import (
 )
 from .security import ApiKeys, HashingBusy, Passwords, Tokens, role_at_least
 from .sessions import LoginBackoff, OpenSockets, WsTickets
-from .store import Store
+from .store import Store, ThreadReader
 
 LOG = logging.getLogger("multiagent_hive.api")
 
@@ -81,6 +81,7 @@ class HiveApp:
     def __init__(self, settings: Settings, store: Store, metrics: Any = None) -> None:
         self.settings = settings
         self.store = store
+        self.reader = ThreadReader(settings.database_path, settings.database_encryption_key)
         self.metrics = metrics
         self.audit = AuditLog(settings, sink=self.store.insert_audit)
         if metrics is not None:
@@ -148,6 +149,7 @@ class HiveApp:
                 retention.cancel()
             await self.hive.stop()
             self.passwords.close()
+            self.reader.close()
             if flusher is not None:
                 flusher.cancel()
                 self.metrics.flush()
@@ -635,7 +637,7 @@ class HiveApp:
         if state is not None and state not in ("Pending", "Assigned", "InProgress", "Completed", "Failed"):
             self.audit.event("InvalidInput", self._ip(request), user, path=request.url.path, detail="task state")
             raise ApiError(422, "invalid input", "state must be Pending, Assigned, InProgress, Completed or Failed")
-        return _json({"tasks": [public_task(t) for t in self.store.list_tasks(state, limit, offset)]})
+        return _json({"tasks": [public_task(t) for t in await self.reader.list_tasks(state, limit, offset)]})
 
     async def task(self, request: Request) -> Response:
         self.authenticate(request)

@@ -7,6 +7,7 @@ import json
 import os
 import secrets
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -388,6 +389,45 @@ class Store:
             ).rowcount
             conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
         return {"api_keys": keys, "agents_unlinked": agents, "tasks_unlinked": tasks, "audit_events_pseudonymised": audit}
+
+
+class ThreadReader:
+    """Reads whose cost grows with the stored rows (a deep OFFSET walks the index row by row:
+    docs/benchmarks.md), run in one worker thread on a connection of its own, opened there on
+    first use: the event loop and the shared connection's lock stay free meanwhile, and WAL lets
+    this reader run beside the service's writes, seeing every committed row."""
+
+    def __init__(self, path: str, key: str) -> None:
+        self.path = path
+        self.key = key
+        self._pool: Optional[ThreadPoolExecutor] = None
+        self._store: Optional[Store] = None
+
+    def _reader(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.path, self.key)
+        return self._store
+
+    async def list_tasks(self, state: Optional[str], limit: int, offset: int) -> List[Dict[str, Any]]:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hive-reader")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: self._reader().list_tasks(state, limit, offset)
+        )
+
+    def close(self) -> None:
+        """Closes the connection in its own thread; a later read opens both again."""
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+
+        def close_reader() -> None:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+        pool.submit(close_reader)
+        pool.shutdown(wait=True)
 
 
 class GroupCommit:
