@@ -18,6 +18,9 @@ address=10.89.210.10 # inventories/local/hosts.yml
 image=${IMAGE:-localhost/hub-provision/debian:12}
 https_port=${HTTPS_PORT:-8443}
 http_port=${HTTP_PORT:-8088}
+# Where the roles save the admin password (hub_common's defaults, the one place it is defined).
+admin_password_file=$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["hub_admin_password_file"])' \
+  roles/hub_common/defaults/main.yml)
 
 up() {
   scripts/build-images.sh "$(case "$image" in *:11) echo bullseye ;; *) echo bookworm ;; esac)"
@@ -41,9 +44,9 @@ up() {
 The hub is deployed in the container '$name'.
   Through nginx (TLS, self-signed):  curl -k https://127.0.0.1:$https_port/api/health
   Admin user:                        admin
-  Admin password (generated once):   podman exec $name cat /root/.ai-orchestrator-admin-password
+  Admin password (generated once):   podman exec $name cat $admin_password_file
   Log in:  curl -k https://127.0.0.1:$https_port/api/auth/login -H 'Content-Type: application/json' \\
-             -d "{\"username\":\"admin\",\"password\":\"\$(podman exec $name cat /root/.ai-orchestrator-admin-password)\"}"
+             -d "{\"username\":\"admin\",\"password\":\"\$(podman exec $name cat $admin_password_file)\"}"
   Shell in the target:               podman exec -it $name bash
   Re-run to correct drift:           make deploy      (a second run changes nothing)
   Remove it:                         make destroy

@@ -23,7 +23,7 @@ work=$(mktemp -d /tmp/upgrade-distribution.XXXXXX)
 # Fingerprints, never the values: the secrets in the environment file and the admin password.
 secrets_digest() {
   on_host sh -c "grep -E '^(JWT_SECRET|DATABASE_ENCRYPTION_KEY|API_ENCRYPTION_KEY)=' $config_dir/environment | sort | sha256sum;
-    sha256sum < /root/.ai-orchestrator-admin-password"
+    sha256sum < $admin_password_file"
 }
 agent_exists() { agent_named dist-upgrade-canary; }
 

@@ -22,7 +22,8 @@ work=$(mktemp -d /tmp/upgrade-test.XXXXXX)
 cache="$here/.cache/upgrade-test"
 # shellcheck source=scripts/lib/host-test.sh
 . scripts/lib/host-test.sh
-hive() { on_host runuser -u "$service_user" -- "$install_dir/multiagent-hive" "$@"; }
+# With the layout's configuration files, as the roles run it (hub_common's hub_config_args).
+hive() { on_host runuser -u "$service_user" -- "$install_dir/multiagent-hive" --config "$config_dir/config.toml" --env-file "$config_dir/environment" "$@"; }
 
 # One copy of app/ per test build: version bumped, fault applied by a small Python edit.
 variant() {

@@ -15,6 +15,7 @@ service_name=$(layout hub_service_name)
 config_dir=$(layout hub_config_dir)
 backup_dir=$(layout hub_backup_dir)
 http_port=$(layout hub_http_port)
+admin_password_file=$(layout hub_admin_password_file)
 failures=0
 
 host_test_cleanup() {
@@ -62,7 +63,7 @@ converge() { # converge LOG [args]: site.yml on the host, timed
 # The admin's token, from the saved password, through the app's own port (never printed).
 api_token() {
   local pw
-  pw=$(on_host cat /root/.ai-orchestrator-admin-password)
+  pw=$(on_host cat "$admin_password_file")
   on_host curl -fsS -H 'Content-Type: application/json' \
     -d "{\"username\":\"admin\",\"password\":\"$pw\"}" "http://127.0.0.1:$http_port/api/auth/login" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])'

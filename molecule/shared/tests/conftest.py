@@ -17,7 +17,6 @@ from typing import Any, Dict, List, Optional
 import pytest
 import yaml
 
-ADMIN_PASSWORD_FILE = "/root/.ai-orchestrator-admin-password"
 # The one owner of the service layout (account, directories, ports): its defaults, under which
 # each host's own inventory values are laid (layout()).
 LAYOUT_DEFAULTS = Path(__file__).resolve().parents[3] / "roles" / "hub_common" / "defaults" / "main.yml"
@@ -38,11 +37,18 @@ class Layout:
     http_port: int
     metrics_port: int
     node_exporter_port: int
+    admin_password_file: str
 
     @property
     def app(self) -> str:
         """The guide's entry point (a link into the current release)."""
         return f"{self.install_dir}/multiagent-hive"
+
+    @property
+    def cli(self) -> str:
+        """The entry point reading this layout's configuration files, as every command the roles
+        run does (hub_common's hub_config_args: the app's own defaults are /etc/ai-orchestrator's)."""
+        return f"{self.app} --config {self.config_file} --env-file {self.env_file}"
 
     @property
     def current(self) -> str:
@@ -125,7 +131,8 @@ def layout(host: Any) -> Layout:
             user=v["hub_service_user"], group=v["hub_service_group"], service=v["hub_service_name"],
             install_dir=v["hub_install_dir"], config_dir=v["hub_config_dir"], data_dir=v["hub_data_dir"],
             log_dir=v["hub_log_dir"], backup_dir=v["hub_backup_dir"], http_port=int(v["hub_http_port"]),
-            metrics_port=int(v["hub_metrics_port"]), node_exporter_port=int(v["hub_node_exporter_port"]))
+            metrics_port=int(v["hub_metrics_port"]), node_exporter_port=int(v["hub_node_exporter_port"]),
+            admin_password_file=v["hub_admin_password_file"])
     return _LAYOUTS[key]
 
 
@@ -224,7 +231,7 @@ def edge_client(host: Any) -> Client:
 @pytest.fixture()
 def admin_password(host: Any) -> str:
     with host.sudo():
-        return host.file(ADMIN_PASSWORD_FILE).content_string.strip()
+        return host.file(layout(host).admin_password_file).content_string.strip()
 
 
 # Logins are rate limited (nginx and the app, per client address): log in once per host, path

@@ -88,7 +88,7 @@ def test_configuration_files_secured(host: Any) -> None:
 @pytest.mark.checklist("PRE-APP-2")
 def test_check_config_passes_as_service_account(host: Any) -> None:
     L = layout(host)
-    result = as_service(host, f"{L.app} --check-config")
+    result = as_service(host, f"{L.cli} --check-config")
     assert result.rc == 0, result.stderr
     assert json.loads(result.stdout)["message"] == "configuration valid"
 
@@ -148,19 +148,19 @@ def test_database_access_controls(host: Any) -> None:
 @pytest.mark.checklist("PRE-DBC-1", "PRE-DBC-2")
 def test_database_verifies(host: Any) -> None:
     L = layout(host)
-    result = as_service(host, f"{L.app} --verify-database")
+    result = as_service(host, f"{L.cli} --verify-database")
     assert result.rc == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["integrity"] == "ok" and report["encrypted"] is True
     # --migrate on a current schema changes nothing.
-    migrate = as_service(host, f"{L.app} --migrate")
+    migrate = as_service(host, f"{L.cli} --migrate")
     assert migrate.rc == 0 and json.loads(migrate.stdout)["changed"] is False
 
 
 @pytest.mark.checklist("PRE-DBC-3", "PRE-ACC-3")
 def test_initial_admin_exists_and_rbac_holds(host: Any, app_client: Client, app_admin_token: str) -> None:
     with host.sudo():
-        pw = host.file("/root/.ai-orchestrator-admin-password")
+        pw = host.file(layout(host).admin_password_file)
         assert (pw.user, pw.mode) == ("root", 0o600)
     assert app_client.get("/api/admin/users").status == 401
     resp = app_client.get("/api/admin/users", headers={"Authorization": f"Bearer {app_admin_token}"})

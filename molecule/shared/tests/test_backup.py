@@ -69,7 +69,7 @@ def test_backup_run_writes_a_verified_private_backup(host: Any) -> None:
     made = host.file(path)
     assert (made.user, made.mode) == (L.user, 0o600)
     assert host.run(f"gzip -t {path}").rc == 0
-    verify = as_service(host, f"{L.app} --verify-backup {path}")
+    verify = as_service(host, f"{L.cli} --verify-backup {path}")
     assert verify.rc == 0, verify.stderr
     assert json.loads(verify.stdout)["integrity"] == "ok"
     # Still ciphertext inside the gzip.
@@ -115,18 +115,18 @@ def test_backup_restore_round_trip_loses_no_rows(host: Any, app_client: Client, 
     assert app_client.post("/api/agents", headers=auth, json_body={"name": lost, "type": "worker"}).status == 201
     try:
         host.check_output(f"systemctl stop {L.service}")
-        restored = as_service(host, f"{L.app} --restore {latest}")
+        restored = as_service(host, f"{L.cli} --restore {latest}")
         assert restored.rc == 0, restored.stderr
         previous = json.loads(restored.stdout)["previous"]
         assert previous and host.file(previous).exists  # the pre-restore copy for a rollback
-        verify = as_service(host, f"{L.app} --verify-database")
+        verify = as_service(host, f"{L.cli} --verify-database")
         assert verify.rc == 0, verify.stderr
     finally:
         host.run(f"systemctl start {L.service}")
     wait_healthy(app_client)
     token = app_client.post(
         "/api/auth/login",
-        json_body={"username": "admin", "password": host.file("/root/.ai-orchestrator-admin-password").content_string.strip()},
+        json_body={"username": "admin", "password": host.file(L.admin_password_file).content_string.strip()},
     ).json()["access_token"]
     auth = {"Authorization": f"Bearer {token}"}
 

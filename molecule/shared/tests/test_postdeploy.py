@@ -54,7 +54,7 @@ def _login(edge: Client, username: str, password: str) -> Response:
 def _cli(host: Any, *args: str, stdin: Optional[str] = None) -> Dict[str, Any]:
     """Run the app's command line as its service account; return its one JSON line."""
     L = layout(host)
-    cmd = "runuser -u {} -- {} {}".format(L.user, L.app, " ".join(shlex.quote(a) for a in args))
+    cmd = "runuser -u {} -- {} {}".format(L.user, L.cli, " ".join(shlex.quote(a) for a in args))
     if stdin is not None:
         cmd = f"printf '%s' {shlex.quote(stdin)} | {cmd}"
     out = host.run(cmd)
@@ -63,8 +63,10 @@ def _cli(host: Any, *args: str, stdin: Optional[str] = None) -> Dict[str, Any]:
 
 
 def _app_python(host: Any, code: str, *args: str) -> Any:
-    """Run Python with the app's venv and settings as the service account; return its JSON."""
+    """Run Python with the app's venv and settings as the service account; return its JSON.
+    The code reads the layout's configuration files as ``load_settings(*HUB_FILES)``."""
     L = layout(host)
+    code = f"HUB_FILES = ({L.config_file!r}, {L.env_file!r})\n" + code
     cmd = "runuser -u {} -- {} -c {} {}".format(
         L.user, L.python, shlex.quote(code), " ".join(shlex.quote(a) for a in args)
     )
@@ -194,7 +196,7 @@ def test_jwt_garbage_forged_and_expired_tokens_are_refused(host: Any, edge: Clie
         "now = int(time.time())\n"
         "claims.update(iat=now - 7200, nbf=now - 7200, exp=now - 3600, jti=uuid.uuid4().hex,\n"
         "              iss=security.JWT_ISSUER, aud=security.JWT_AUDIENCE)\n"
-        "secret = load_settings().jwt_secret\n"
+        "secret = load_settings(*HUB_FILES).jwt_secret\n"
         "print(json.dumps(jwt.encode(claims, secret, algorithm=security.JWT_ALGORITHM)))\n",
         json.dumps({k: v for k, v in _claims(token).items() if k in ("sub", "role")}),
     )
@@ -487,7 +489,7 @@ def test_erasure_removes_the_user_and_unlinks_the_audit_trail(
         "import json, sys\n"
         "from multiagent_hive.config import load_settings\n"
         "from multiagent_hive.store import Store\n"
-        "s = load_settings()\n"
+        "s = load_settings(*HUB_FILES)\n"
         "st = Store(s.database_path, s.database_encryption_key)\n"
         "n = sys.argv[1]\n"
         "print(json.dumps({\n"
