@@ -40,7 +40,7 @@ def test_apparmor_profile_parses(host: Any) -> None:
     profile = host.file(L.apparmor_profile)
     assert profile.exists and profile.user == "root" and profile.mode == 0o644
     text = profile.content_string
-    assert "profile ai-orchestrator {" in text  # enforce mode (the default), not complain
+    assert f"profile {L.service} {{" in text  # named after the unit (hub_mac's default); enforce mode (the default), not complain
     assert "deny /etc/shadow r," in text and "deny /etc/gshadow r," in text
     with host.sudo():
         result = host.run(f"apparmor_parser --skip-kernel-load --skip-cache --skip-read-cache {L.apparmor_profile}")
@@ -57,12 +57,12 @@ def test_service_runs_confined_where_the_kernel_has_apparmor(host: Any) -> None:
         assert not host.file(f"/etc/systemd/system/{L.service}.service.d/apparmor.conf").exists, "AppArmorProfile= set where no profile can be loaded"
         pytest.skip("no AppArmor profile can be loaded here (/sys/kernel/security/apparmor/.load is not "
                     "writable: no AppArmor or no securityfs): profile parsed only, confinement not observable")
-    assert "AppArmorProfile=ai-orchestrator" in host.file(f"/etc/systemd/system/{L.service}.service.d/apparmor.conf").content_string
+    assert f"AppArmorProfile={L.service}" in host.file(f"/etc/systemd/system/{L.service}.service.d/apparmor.conf").content_string
     pid = host.check_output(f"systemctl show -p MainPID --value {L.service}").strip()
     assert pid != "0"
     with host.sudo():
         label = host.file(f"/proc/{pid}/attr/current").content_string.strip()
-    assert label == "ai-orchestrator (enforce)", label
+    assert label == f"{L.service} (enforce)", label
 
 
 @pytest.mark.checklist("PRE-SRV-1", "PRE-ISO-3")
