@@ -39,10 +39,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hubbench as hb
 
 BASE = "https://127.0.0.1"
-HIVE = "/opt/ai-orchestrator/multiagent-hive"
-SERVICE = "ai-orchestrator"
-ENV_FILE = "/etc/ai-orchestrator/environment"
-DATA_DIR = "/var/lib/ai-orchestrator"
+HIVE = hb.HIVE
+SERVICE = hb.SERVICE
+USER = hb.SERVICE_USER
+ENV_FILE = hb.ENV_FILE
+DATA_DIR = hb.DATA_DIR
 DB_PATH = f"{DATA_DIR}/hive_persistence.db"
 CLIENT = (Path(__file__).resolve().parent / "hubclient.py").read_text()
 SCENARIOS = ("kill9", "wrongkey", "backup", "diskfull", "reboot")
@@ -59,7 +60,7 @@ class Faults:
 
     def hive(self, args: str, env: str = "", check: bool = True, as_root: bool = False) -> Dict[str, Any]:
         """The app's CLI on the target, as the service account (as the guide runs it)."""
-        prefix = "" if as_root else "runuser -u ai-orchestrator -- "
+        prefix = "" if as_root else f"runuser -u {USER} -- "
         res = self.sh(f"{prefix}env {env} {HIVE} {args}", check=False)
         if check and res.returncode != 0:
             raise RuntimeError(f"multiagent-hive {args}: exit {res.returncode}: {res.stderr.strip()}")
@@ -73,7 +74,7 @@ class Faults:
 
     def prepare(self) -> None:
         password = secrets.token_urlsafe(24)
-        res = hb.podman("exec", "-i", self.name, "runuser", "-u", "ai-orchestrator", "--", HIVE,
+        res = hb.podman("exec", "-i", self.name, "runuser", "-u", USER, "--", *hb.HIVE_ARGV,
                         "--ensure-user", "bench-faults", "--role", "operator", "--password-file", "-",
                         input_text=password, check=False)
         if res.returncode != 0:
@@ -207,7 +208,7 @@ class Faults:
         res = self.sh(f"{script}", check=False, timeout=300)
         t1 = float(self.sh("date +%s.%N").stdout)
         records = self.collect(w, timeout=120)
-        files = self.sh("ls -1t /var/backups/ai-orchestrator/hive_backup_*.db.gz | head -1", check=False).stdout.split()
+        files = self.sh(f"ls -1t {hb.BACKUP_DIR}/hive_backup_*.db.gz | head -1", check=False).stdout.split()
         if res.returncode != 0 or not files:
             return {"pass": False, "backup_exit": res.returncode, "output": (res.stdout + res.stderr)[-500:]}
         newest = files[0]
@@ -216,15 +217,15 @@ class Faults:
         acked_all = {r["id"] for r in records if r["id"]}
         # Restore into a scratch path (process environment beats the env file), then verify it.
         scratch = "/var/tmp/hub-bench-restore"
-        self.sh(f"rm -rf {scratch} && install -d -o ai-orchestrator -g ai-orchestrator -m 0700 {scratch}")
+        self.sh(f"rm -rf {scratch} && install -d -o {USER} -g {hb.LAYOUT['hub_service_group']} -m 0700 {scratch}")
         env = f"DATABASE_PATH={scratch}/hive.db"
         restore = self.hive(f"--restore {newest}", env=env, check=False)
         verify = self.hive("--verify-database", env=env, check=False)
         counted = self.hive(f"--verify-backup {scratch}/hive.db", env=env, check=False)
-        ids_sql = (f"runuser -u ai-orchestrator -- env {env} /opt/ai-orchestrator/venv/bin/python -c "
+        ids_sql = (f"runuser -u {USER} -- env {env} {hb.INSTALL_DIR}/venv/bin/python -c "
                    + shlex.quote(
                        "import json,os;from multiagent_hive.config import load_settings as L;"
-                       "from multiagent_hive import db;s=L(None,None);"
+                       f"from multiagent_hive import db;s=L({hb.CONFIG_FILE!r},{ENV_FILE!r});"
                        "c=db.connect(s.database_path,s.database_encryption_key,readonly=True);"
                        "print(json.dumps([r[0] for r in c.execute('SELECT id FROM agents')]))"))
         restored_ids = set(json.loads(self.sh(ids_sql).stdout))

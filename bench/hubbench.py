@@ -30,12 +30,28 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+import yaml  # noqa: E402
+
 from hubtools.ansible_log import parse_recap  # noqa: E402  (re-exported: hb.parse_recap)
 
 VENV_BIN = REPO / ".venv" / "bin"
 IMAGE = "localhost/hub-provision/debian:12"
 NETWORK = "hub-bench"
 PREFIX = "hub-bench-"
+# The service layout the bench hosts run: hub_common's defaults, the roles' one place for it.
+LAYOUT: Dict[str, Any] = yaml.safe_load((REPO / "roles" / "hub_common" / "defaults" / "main.yml").read_text())
+SERVICE_USER: str = LAYOUT["hub_service_user"]
+SERVICE: str = LAYOUT["hub_service_name"]
+INSTALL_DIR: str = LAYOUT["hub_install_dir"]
+DATA_DIR: str = LAYOUT["hub_data_dir"]
+BACKUP_DIR: str = LAYOUT["hub_backup_dir"]
+HTTP_PORT: int = int(LAYOUT["hub_http_port"])
+ENV_FILE = f"{LAYOUT['hub_config_dir']}/environment"
+CONFIG_FILE = f"{LAYOUT['hub_config_dir']}/config.toml"
+# The app's command line as the roles run it: the entry point with the layout's configuration
+# files (hub_common's hub_config_args); HIVE is the same for a shell command line.
+HIVE_ARGV = [f"{INSTALL_DIR}/multiagent-hive", "--config", CONFIG_FILE, "--env-file", ENV_FILE]
+HIVE = " ".join(HIVE_ARGV)
 ROLES = ("hub_base", "hub_firewall", "hub_ssh", "hub_app", "hub_backup", "hub_nginx",
          "hub_fail2ban", "hub_mac", "hub_monitoring")
 

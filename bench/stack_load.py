@@ -32,7 +32,8 @@ from typing import Any, Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hubbench as hb
 
-HIVE = "/opt/ai-orchestrator/multiagent-hive"
+HIVE = hb.HIVE
+USER = hb.SERVICE_USER
 CEILING_PORT = 8443
 CEILING_CONF = "/etc/nginx/conf.d/zz-hub-bench-ceiling.conf"
 AGENT_BODY = '{"name": "stack-bench", "type": "worker", "capabilities": [{"name": "compute", "proficiency": 0.7}]}'
@@ -62,7 +63,7 @@ class StackLoad:
         return hb.sh(self.name, script, check=check, timeout=timeout)
 
     def rss(self) -> Dict[str, Any]:
-        pid = self.sh("systemctl show -p MainPID --value ai-orchestrator").stdout.strip()
+        pid = self.sh(f"systemctl show -p MainPID --value {hb.SERVICE}").stdout.strip()
         status = self.sh(f"grep -E '^(VmRSS|VmHWM)' /proc/{pid}/status").stdout
         values = {k: round(int(v) / 1024, 1) for k, v in re.findall(r"(VmRSS|VmHWM):\s+(\d+) kB", status)}
         # The guide's own check, on the service's main process (pgrep alone also finds the
@@ -74,11 +75,11 @@ class StackLoad:
         self.sh("command -v ab >/dev/null || (DEBIAN_FRONTEND=noninteractive apt-get update -qq && "
                 "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq apache2-utils >/dev/null)", timeout=600)
         password = secrets.token_urlsafe(24)
-        res = hb.podman("exec", "-i", self.name, "runuser", "-u", "ai-orchestrator", "--", HIVE, "--ensure-user",
+        res = hb.podman("exec", "-i", self.name, "runuser", "-u", USER, "--", *hb.HIVE_ARGV, "--ensure-user",
                         "bench-stack", "--role", "operator", "--password-file", "-", input_text=password, check=False)
         if res.returncode != 0:
             raise RuntimeError(f"--ensure-user: {res.stderr.strip()}")
-        out = self.sh(f"runuser -u ai-orchestrator -- {HIVE} --create-api-key --user bench-stack --key-name stack")
+        out = self.sh(f"runuser -u {USER} -- {HIVE} --create-api-key --user bench-stack --key-name stack")
         # The key stays in a root-only file in the container; ab reads it from there.
         key = json.loads(out.stdout)["api_key"]
         hb.podman("exec", "-i", self.name, "/bin/bash", "-c",
@@ -124,7 +125,7 @@ class StackLoad:
 
     def run(self, idle_s: int) -> Dict[str, Any]:
         # The guide's memory check: start the service, 60 s idle, then its memory.
-        self.sh("systemctl restart ai-orchestrator")
+        self.sh(f"systemctl restart {hb.SERVICE}")
         for _ in range(60):
             if self.sh("curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/api/health", check=False).stdout == "200":
                 break
@@ -186,7 +187,7 @@ def main() -> int:
     result = {
         "benchmark": "stack-load", "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python bench/stack_load.py " + " ".join(sys.argv[1:]), "container": args.container,
-        "image": hb.IMAGE, "path": "ab in the container -> nginx (TLS, hub site) -> app on 127.0.0.1:8080",
+        "image": hb.IMAGE, "path": f"ab in the container -> nginx (TLS, hub site) -> app on 127.0.0.1:{hb.HTTP_PORT}",
         **data,
         "targets": {
             "guide_loads_zero_failed": {"pass": all(row["failed"] == 0 and row["non_2xx"] == 0 and row["complete"] == row["n"]

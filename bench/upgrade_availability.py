@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """How long the hub is unavailable while playbooks/upgrade.yml switches a host to a new release.
 
-A client inside the target container polls http://127.0.0.1:8080/api/health every 100 ms (the
+A client inside the target container polls http://127.0.0.1:<hub_http_port>/api/health every 100 ms (the
 app's own port; loopback of the container, nothing leaves it) while the controller runs
 upgrade.yml with a copy of app/ whose version is bumped (and, with --migration, one compatible
 migration added, so the run also takes the pre-upgrade backup and migrates). The poller stops by
@@ -36,13 +36,13 @@ REPO = hubbench.REPO
 # timeout; a stop file or the deadline ends it. Prints one JSON list of [t, ok] pairs.
 POLLER = r"""
 import json, os, sys, time, urllib.request
-interval, deadline, stop = float(sys.argv[1]), time.monotonic() + float(sys.argv[2]), sys.argv[3]
+interval, deadline, stop, url = float(sys.argv[1]), time.monotonic() + float(sys.argv[2]), sys.argv[3], sys.argv[4]
 samples = []
 t0 = time.monotonic()
 while time.monotonic() < deadline and not os.path.exists(stop):
     start = time.monotonic()
     try:
-        with urllib.request.urlopen("http://127.0.0.1:8080/api/health", timeout=0.5) as r:
+        with urllib.request.urlopen(url, timeout=0.5) as r:
             ok = r.status == 200
     except Exception:
         ok = False
@@ -94,7 +94,8 @@ def one_run(args: argparse.Namespace, work: Path, version: str) -> Dict[str, Any
     stop = "/tmp/.upgrade-availability-stop"
     hubbench.podman("exec", args.container, "rm", "-f", stop)
     poller = subprocess.Popen(
-        ["podman", "exec", "-i", args.container, "python3", "-", "0.1", str(args.max_seconds), stop],
+        ["podman", "exec", "-i", args.container, "python3", "-", "0.1", str(args.max_seconds), stop,
+         f"http://127.0.0.1:{hubbench.HTTP_PORT}/api/health"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=hubbench.base_env())
     assert poller.stdin is not None
     poller.stdin.write(POLLER)
