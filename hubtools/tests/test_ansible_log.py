@@ -161,3 +161,17 @@ def test_report_expectations() -> None:
     assert report(drifted, expect_changed=True) == (["h1: changed=1 failed=0 unreachable=0", "    changed: t"], True)
     assert report(drifted, expect_unchanged=True)[1] is False
     assert report(drifted)[1] is True
+
+
+@pytest.mark.parametrize("name", EDGE)
+def test_report_on_one_host_judges_that_host_alone(name: str) -> None:
+    """--host: the recap's first host (::1, failed) does not stand for the others."""
+    log = parse(name)
+    lines, ok = report(log, expect_changed=True, host="web-1")
+    assert ok and lines[0] == "web-1: changed=5 failed=0 unreachable=0"
+    assert all(line.startswith("    ") for line in lines[1:]) and "    changed: Loop items" in lines
+    assert report(log, host="::1") == (report(log)[0][: len(task_lines(log)["::1"]) + 1], False)
+    assert report(log, host="gone-3.example") == (
+        ["gone-3.example: changed=0 failed=0 unreachable=1", "    fatal: Ping"], False)
+    assert report(log, expect_unchanged=True, host="web-1")[1] is False
+    assert report(log, host="web-2") == ([], False), "a host the recap does not name"

@@ -84,3 +84,47 @@ def test_the_scripts_find_hubtools_from_any_directory(cwd: Path) -> None:
                          cwd=cwd, capture_output=True, text=True, check=False)
     assert (res.returncode, res.stderr) == (3, "")
     assert "  Loop files -> /tmp/beta/loop-b [item=b] (1 diff line)" in res.stdout
+
+
+def test_one_host_of_a_two_host_recap(capsys: pytest.CaptureFixture[str]) -> None:
+    """--host reads the named host's line, not the recap's first (alpha)."""
+    log = str(DATA / "check-yaml-2hosts.log")
+    assert recap.main([log, "--host", "beta", "--expect-changed"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "beta: changed=6 failed=0 unreachable=0" and "alpha" not in "".join(out)
+    assert recap.main([log, "--host", "beta", "--expect-unchanged"]) == 1
+    capsys.readouterr()
+    assert recap.main([log, "--host", "gamma"]) == 1
+    assert capsys.readouterr() == ("", f"recap: gamma is not in the PLAY RECAP of {log}\n")
+
+
+def host_test(host: str, script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """SCRIPT run after sourcing scripts/lib/host-test.sh as the throwaway-host tests do (KEEP=1:
+    its exit trap removes nothing)."""
+    source = f'set -euo pipefail; host={host} work={tmp_path} KEEP=1; . scripts/lib/host-test.sh; {script}'
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    return subprocess.run(["bash", "-c", source], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.parametrize(("host", "name", "summary", "unchanged"), [
+    ("alpha", "check-json-1host.log", "alpha: changed=6 failed=0 unreachable=0", False),
+    ("beta", "check-yaml-2hosts.log", "beta: changed=6 failed=0 unreachable=0", False),
+    ("web-1", "edge-yaml.log", "web-1: changed=5 failed=0 unreachable=0", False),
+    ("gone-3.example", "edge-yaml.stdout", "gone-3.example: changed=0 failed=0 unreachable=1", False),
+    ("alpha", "edge-yaml.stdout", "", False),
+])
+def test_host_test_recap_and_unchanged(host: str, name: str, summary: str, unchanged: bool, tmp_path: Path) -> None:
+    """scripts/lib/host-test.sh's recap (one summary line) and unchanged (the re-run check)."""
+    log = DATA / name
+    res = host_test(host, f'echo "recap=$(recap {log} 2>/dev/null)"; unchanged {log} && echo unchanged || echo changed', tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[:2] == [f"recap={summary}", "unchanged" if unchanged else "changed"]
+
+
+def test_host_test_unchanged_on_a_clean_run(tmp_path: Path) -> None:
+    log = tmp_path / "rerun.log"
+    log.write_text("PLAY RECAP ***\nhub-test : ok=90 changed=0 unreachable=0 failed=0 skipped=30 rescued=0 ignored=1\n"
+                   "other : ok=1 changed=1 unreachable=0 failed=0\n")
+    res = host_test("hub-test", f"unchanged {log} && recap {log}", tmp_path)
+    assert (res.returncode, res.stdout.splitlines()[0]) == (0, "hub-test: changed=0 failed=0 unreachable=0")
+    assert host_test("hub-test", f"unchanged {tmp_path / 'none.log'}", tmp_path).returncode != 0

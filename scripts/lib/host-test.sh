@@ -35,8 +35,10 @@ check() { # check WHAT COMMAND...: one ok/FAIL line; a failure is counted, the s
   if "$@"; then echo "ok   - $what"; else echo "FAIL - $what"; failures=$((failures + 1)); fi
 }
 on_host() { podman exec "$host" "$@"; }
-recap() { grep -A1 'PLAY RECAP' "$1" | tail -1; }
-unchanged() { recap "$1" | grep -qE 'changed=0 .*failed=0'; }
+# A playbook log's recap for the host, read by the one parser (scripts/recap.py, hubtools): its
+# summary line ("HOST: changed=N failed=N unreachable=N"), and whether the run changed nothing.
+recap() { scripts/recap.py "$1" --host "$host" | grep -v '^    ' || true; }
+unchanged() { scripts/recap.py "$1" --host "$host" --expect-unchanged >/dev/null; }
 healthy() { on_host curl -fsS -o /dev/null "http://127.0.0.1:$http_port/api/health"; }
 # The result line of the full fact gather in a playbook log: "ok" (it ran) or "skipping".
 full_gather() { grep -A2 '^TASK \[Facts | Gather every fact' "$1" | grep -oE '^(ok|skipping|changed|fatal)' | head -1; }
