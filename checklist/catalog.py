@@ -350,6 +350,10 @@ def _include_of(task: Dict[str, Any]) -> Tuple[Optional[str], bool, Tuple[str, .
     return None, False, ()
 
 
+def _has_apply(task: Dict[str, Any]) -> bool:
+    return any(isinstance(task.get(key), dict) and "apply" in task[key] for key in INCLUDE_KEYS)
+
+
 def tag_reach_problems(known: Iterable[str], roles_dir: Path = ROLES_DIR) -> List[str]:
     """Every task that carries a checklist ID tag must run with ``--tags ID``.
 
@@ -358,6 +362,9 @@ def tag_reach_problems(known: Iterable[str], roles_dir: Path = ROLES_DIR) -> Lis
     gate: with ``--tags ID`` Ansible runs it only when the include itself carries ID (or
     ``always``), and its tags do not reach the included tasks (only ``apply: {tags}`` would).
     So each include on the way to an ID-tagged task must name that ID in its own tags.
+
+    The one convention (docs/architecture.md, "Roles"): the included tasks carry their IDs
+    themselves, and no include has an ``apply:`` (a problem, wherever it is).
     """
     walker = _TagReach({k.lower() for k in known})
     for main in sorted(Path(roles_dir).glob("*/tasks/main.yml")):
@@ -392,6 +399,11 @@ class _TagReach:
             effective = inherited | set(_as_tags(task.get("tags")))
             name = str(task.get("name", "(unnamed)"))
             target, dynamic, applied = _include_of(task)
+            if dynamic and _has_apply(task):
+                self.problems.append(
+                    f"{self.rel(path)}: include '{name}' has an apply: the included tasks carry their "
+                    "IDs themselves (docs/architecture.md, \"Roles\")"
+                )
             if target is not None:
                 included = path.parent / Path(target).name
                 if dynamic:

@@ -350,6 +350,45 @@ def test_tag_reach_catches_an_include_without_the_id(tmp_path: Path) -> None:
     assert cat.structure_problems(tmp_path) == []
 
 
+def test_tag_reach_refuses_apply_on_an_include(tmp_path: Path) -> None:
+    """The one way IDs reach included tasks: their own tags, never an include's `apply:`."""
+    tasks = tmp_path / "hub_v" / "tasks"
+    tasks.mkdir(parents=True)
+    (tasks / "main.yml").write_text(textwrap.dedent('''
+        ---
+        - name: V area
+          when: hub_v_enabled | bool
+          tags: [v]
+          block:
+            - name: Load the distribution's variables
+              ansible.builtin.include_vars: x.yml
+              tags: [always]
+            - name: Guard
+              ansible.builtin.import_tasks: part.yml
+    '''))
+    (tasks / "part.yml").write_text(textwrap.dedent('''
+        - name: PRE-ACC-2 | Guard against locking out the connecting user
+          ansible.builtin.include_tasks:
+            file: guard.yml
+            apply: {tags: [v, pre-acc-2]}
+          tags: [pre-acc-2]
+    '''))
+    (tasks / "guard.yml").write_text("- name: PRE-ACC-2 | Find the user\n  ansible.builtin.debug: {msg: x}\n")
+    problems = cat.tag_reach_problems(["PRE-ACC-2"], tmp_path)
+    assert problems == [f"{tasks / 'part.yml'}: include 'PRE-ACC-2 | Guard against locking out the connecting user' "
+                        'has an apply: the included tasks carry their IDs themselves (docs/architecture.md, "Roles")']
+    # The convention: the ID on the include and on each included task.
+    (tasks / "part.yml").write_text(textwrap.dedent('''
+        - name: PRE-ACC-2 | Guard against locking out the connecting user
+          ansible.builtin.include_tasks: guard.yml
+          tags: [pre-acc-2]
+    '''))
+    (tasks / "guard.yml").write_text("- name: PRE-ACC-2 | Find the user\n  ansible.builtin.debug: {msg: x}\n  tags: [pre-acc-2]\n")
+    assert cat.tag_reach_problems(["PRE-ACC-2"], tmp_path) == []
+    assert cat.task_problems(cat.scan_role_tasks(tmp_path), ["PRE-ACC-2"]) == []
+    assert cat.structure_problems(tmp_path) == []
+
+
 def test_structure_catches_a_role_without_the_block(tmp_path: Path) -> None:
     tasks = tmp_path / "hub_w" / "tasks"
     tasks.mkdir(parents=True)
