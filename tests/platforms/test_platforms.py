@@ -244,6 +244,22 @@ def test_a_host_without_a_security_source_is_flagged(reports: dict[str, dict[str
     assert r["hub_base_apt_security_suites"] == []
 
 
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_os_and_nginx_decisions_from_their_probes(reports: dict[str, dict[str, Any]], platform: str) -> None:
+    """hub_os's login.defs keys, files and cron paths that differ (render.yml's probe: /etc/issue.net
+    as the role writes it, /etc/issue in the wrong mode), the deny lists to remove; nginx's version."""
+    r = resolved(reports, platform)
+    assert [d["key"] for d in r["hub_os_login_defs_drift"]] == [
+        "UMASK", "SHA_CRYPT_MIN_ROUNDS", "SHA_CRYPT_MAX_ROUNDS", "PASS_MAX_DAYS", "PASS_MIN_DAYS", "PASS_WARN_AGE"]
+    assert all(isinstance(d["value"], str) for d in r["hub_os_login_defs_drift"])
+    assert "/etc/issue" in r["hub_os_files_drift"] and "/etc/issue.net" not in r["hub_os_files_drift"]
+    assert "/etc/cron.allow" in r["hub_os_files_drift"]
+    assert r["hub_os_cron_paths_to_fix"] == ["/etc/crontab", "/etc/cron.d", "/etc/cron.hourly", "/etc/cron.daily",
+                                             "/etc/cron.weekly", "/etc/cron.monthly"]
+    assert r["hub_os_deny_files_present"] == ["/etc/cron.deny"]
+    assert re.fullmatch(r"1\.(18|2[0-9])\.[0-9]+", r["hub_nginx_version"]), r["hub_nginx_version"]
+
+
 @pytest.mark.parametrize("platform", DEBIAN_FAMILY)
 def test_unattended_upgrades_security_origins(reports: dict[str, dict[str, Any]], platform: str) -> None:
     text = reports[platform]["rendered"]["hub_base/templates/52hub-unattended-upgrades.j2"]
