@@ -19,8 +19,9 @@ image=${IMAGE:-localhost/hub-provision/debian:12}
 https_port=${HTTPS_PORT:-8443}
 http_port=${HTTP_PORT:-8088}
 # Where the roles save the admin password (hub_common's defaults, the one place it is defined).
-admin_password_file=$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["hub_admin_password_file"])' \
-  roles/hub_common/defaults/main.yml)
+# shellcheck source=scripts/lib/layout.sh
+. scripts/lib/layout.sh
+admin_password_file=$(layout hub_admin_password_file)
 
 up() {
   scripts/build-images.sh "$(case "$image" in *:11) echo bullseye ;; *) echo bookworm ;; esac)"

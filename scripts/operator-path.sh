@@ -108,7 +108,8 @@ grep -E '^(PASS|FAIL):' "$logs/verify-3.log" || true
 # and an API key that work, then playbooks/incident-response.yml with the account named, then
 # neither works, the account cannot log in, the admin still can, and the evidence is here.
 hub_url="https://127.0.0.1:${HTTPS_PORT:-8443}"
-layout() { python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]])' roles/hub_common/defaults/main.yml "$1"; }
+# shellcheck source=scripts/lib/layout.sh
+. scripts/lib/layout.sh
 # api METHOD PATH [HEADER]: the HTTP status; the body (JSON) from stdin when not a terminal, the
 # answer in $logs/api.json. Secrets travel on stdin and in headers, never on a command line.
 api() {

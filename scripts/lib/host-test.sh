@@ -7,8 +7,9 @@
 : "${host:?set host before sourcing host-test.sh}" "${work:?set work before sourcing host-test.sh}"
 inv=${inv:-}
 started=$SECONDS
-# The service layout these throwaway hosts run: hub_common's defaults, the one place it is defined.
-layout() { python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))[sys.argv[2]])' roles/hub_common/defaults/main.yml "$1"; }
+# The service layout these throwaway hosts run: hub_common's defaults.
+# shellcheck source=scripts/lib/layout.sh
+. scripts/lib/layout.sh
 install_dir=$(layout hub_install_dir)
 service_user=$(layout hub_service_user)
 service_name=$(layout hub_service_name)
