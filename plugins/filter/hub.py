@@ -9,6 +9,7 @@ on the controller, no Ansible import: the registered results arrive as lists, di
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
@@ -63,6 +64,20 @@ def hub_packages_missing(packages: Iterable[str], installed: Optional[Iterable[s
     return any(name not in have for name in packages)
 
 
+def hub_packages_present(packages: Iterable[str], installed: Optional[Iterable[str]]) -> bool:
+    """Whether a removal task has anything to do: some of `packages` is in `installed`.
+
+    The counterpart of hub_packages_missing, for `state: absent`. `installed` None (not known: a
+    role used on its own): the task runs as usual.
+    """
+    if installed is None:
+        return True
+    if isinstance(packages, str):
+        packages = [packages]
+    have = set(installed)
+    return any(name in have for name in packages)
+
+
 # --- hub_base: sysctl, package sources ------------------------------------------------------------
 
 def hub_sysctl_parse(output: Lines) -> Dict[str, str]:
@@ -101,6 +116,54 @@ def hub_apt_security_suites(output: Lines) -> List[str]:
                 seen.add(suite.lower())
                 suites.append(suite)
     return suites
+
+
+# --- hub_os: login.defs, the baseline's files ----------------------------------------------------
+
+def hub_login_defs_parse(output: Lines) -> Dict[str, str]:
+    """The role's read of login.defs (awk printing "KEY VALUE" of the keys it sets: "UMASK 022")
+    as {key: value}; keys the file does not set (or only in a comment) are absent."""
+    return _pairs(output, " ")
+
+
+def hub_login_defs_drift(wanted: Mapping[str, Any], current: Mapping[str, str]) -> List[Dict[str, str]]:
+    """The wanted settings whose value in `current` (hub_login_defs_parse) differs or is absent,
+    as [{key, value}] (the value as a string), in the order of `wanted`."""
+    return [{"key": key, "value": str(value)} for key, value in wanted.items() if current.get(key) != str(value)]
+
+
+# "SHA1  PATH", a line of sha1sum's; the probe's other lines are stat's "PATH MODE OWNER GROUP".
+_SHA1SUM_RE = re.compile(r"^[0-9a-f]{40}  ")
+
+
+def hub_stat_paths(output: Lines) -> List[str]:
+    """The paths the role's file probe (`stat -c "%n %a %U %G" PATH...; sha1sum PATH...`) found:
+    those of its stat lines, in order (a missing path prints nothing on stdout)."""
+    return [line.rsplit(" ", 3)[0] for line in _lines(output) if line and not _SHA1SUM_RE.match(line)]
+
+
+def hub_files_drift(files: Iterable[Mapping[str, Any]], output: Lines) -> List[Mapping[str, Any]]:
+    """The files ([{dest, content, mode, ...}]) that the file probe's output does not show as the
+    role writes them: "DEST MODE root root" (mode without its leading zeros: "644") and
+    "SHA1-OF-CONTENT  DEST" must both be among its lines; missing files differ."""
+    lines = set(_lines(output))
+    drift = []
+    for entry in files:
+        dest = str(entry["dest"])
+        stat_line = f"{dest} {str(entry['mode']).lstrip('0')} root root"
+        sum_line = f"{hashlib.sha1(str(entry['content']).encode('utf-8')).hexdigest()}  {dest}"
+        if stat_line not in lines or sum_line not in lines:
+            drift.append(entry)
+    return drift
+
+
+# --- hub_nginx --------------------------------------------------------------------------------------
+
+def hub_nginx_version(output: Union[str, Mapping[str, Any]]) -> str:
+    """The nginx release ("1.22.1") in `nginx -v` output ("nginx version: nginx/1.22.1", on
+    stderr: a string, or the registered result); "0.0.0" when there is none (no nginx yet)."""
+    found = re.search(r"[0-9]+\.[0-9]+\.[0-9]+", _text(output, ("stderr",)))
+    return found.group(0) if found else "0.0.0"
 
 
 # --- hub_firewall: ufw ----------------------------------------------------------------------------
@@ -191,11 +254,17 @@ class FilterModule:
     def filters(self) -> Dict[str, Callable[..., Any]]:
         return {
             "hub_packages_missing": hub_packages_missing,
+            "hub_packages_present": hub_packages_present,
             "hub_sysctl_parse": hub_sysctl_parse,
             "hub_sysctl_present": hub_sysctl_present,
             "hub_sysctl_drift": hub_sysctl_drift,
             "hub_dnf_repo_ids": hub_dnf_repo_ids,
             "hub_apt_security_suites": hub_apt_security_suites,
+            "hub_login_defs_parse": hub_login_defs_parse,
+            "hub_login_defs_drift": hub_login_defs_drift,
+            "hub_stat_paths": hub_stat_paths,
+            "hub_files_drift": hub_files_drift,
+            "hub_nginx_version": hub_nginx_version,
             "hub_ufw_rules": hub_ufw_rules,
             "hub_ufw_rule_listed": hub_ufw_rule_listed,
             "hub_openssh_version": hub_openssh_version,

@@ -8,6 +8,7 @@ use them on real hosts). Last, the filters through Ansible itself, by their full
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -121,6 +122,31 @@ kexalgorithms sntrup761x25519-sha512@openssh.com,curve25519-sha256,curve25519-sh
 maxauthtries 3
 """
 
+# hub_os's read of login.defs (`awk '$1 ~ /^(UMASK|SHA_CRYPT_MIN_ROUNDS|...)$/ {print $1, $2}'`)
+# on a fresh Debian 12 host: the SHA_CRYPT keys are only in comments there.
+LOGIN_DEFS_DEBIAN = "UMASK 022\nPASS_MAX_DAYS 99999\nPASS_MIN_DAYS 0\nPASS_WARN_AGE 7\n"
+# hub_os's file probe (`sh -c 'stat -c "%n %a %U %G" "$@"; sha1sum "$@"; exit 0' probe PATH...`)
+# on a Debian 12 host: the files the role would write missing but /etc/issue(.net), the cron
+# directories (sha1sum says "Is a directory" on stderr) and /etc/cron.deny.
+FILE_PROBE = """\
+/etc/issue 644 root root
+/etc/issue.net 644 root root
+/etc/crontab 644 root root
+/etc/cron.d 755 root root
+/etc/cron.daily 755 root root
+/etc/cron.deny 644 root root
+2091f3cdf20a245af8e5a27ed3143146a32b3a81  /etc/issue
+61506ff7242aa3f7372c93e064268c0eda8348b8  /etc/issue.net
+da39a3ee5e6b4b0d3255bfef95601890afd80709  /etc/cron.deny
+"""
+# `nginx -v` (on stderr); a host without nginx yet (the probe's failed_when: false).
+NGINX_V = {
+    "debian-12": {"rc": 0, "stdout": "", "stderr": "nginx version: nginx/1.22.1"},
+    "ubuntu-22.04": {"rc": 0, "stdout": "", "stderr": "nginx version: nginx/1.18.0 (Ubuntu)"},
+    "rhel-9": {"rc": 0, "stdout": "", "stderr": "nginx version: nginx/1.20.1"},
+    "no-nginx": {"rc": 2, "stdout": "", "stderr": "", "msg": "[Errno 2] No such file or directory: b'/usr/sbin/nginx'"},
+}
+
 # The catalog of hub_ssh/vars/main.yml (kex).
 KEX = [
     {"name": "mlkem768x25519-sha256", "since": "9.9"},
@@ -147,6 +173,25 @@ KEX = [
 ])
 def test_packages_missing(packages: Any, installed: Any, missing: bool) -> None:
     assert hub.hub_packages_missing(packages, installed) is missing
+
+
+@pytest.mark.parametrize(("packages", "installed", "present"), [
+    (["gcc", "make"], ["gcc", "nginx"], True),
+    (["gcc", "make"], ["nginx"], False),
+    (["gcc"], [], False),
+    (["gcc"], None, True),  # not known (a role on its own): remove as usual
+    ([], None, True),
+    ([], ["gcc"], False),  # nothing to remove
+    ("gcc", ["gcc"], True),  # one name
+    ("gcc", ["gcc-12"], False),
+])
+def test_packages_present(packages: Any, installed: Any, present: bool) -> None:
+    """The counterpart of hub_packages_missing, for removals: the test it replaced was
+    `hub_installed_packages is not defined or packages | intersect(hub_installed_packages) | length > 0`."""
+    assert hub.hub_packages_present(packages, installed) is present
+    if installed is not None:
+        as_list = [packages] if isinstance(packages, str) else packages
+        assert present is (len(set(as_list) & set(installed)) > 0)
 
 
 # --- sysctl -----------------------------------------------------------------------------------------
@@ -231,6 +276,60 @@ def test_ufw_rule_listed() -> None:
     without_v4 = [r for r in rules if r != "443/tcp|ALLOW IN|Anywhere"]
     assert not hub.hub_ufw_rule_listed(without_v4, "443/tcp", "ALLOW")
     assert not hub.hub_ufw_rule_listed(hub.hub_ufw_rules(UFW_INACTIVE), "22/tcp", "LIMIT")
+
+
+# --- os: login.defs, the baseline's files -----------------------------------------------------------
+
+LOGIN_DEFS_WANTED = {"UMASK": "027", "SHA_CRYPT_MIN_ROUNDS": 640000, "SHA_CRYPT_MAX_ROUNDS": 640000,
+                     "PASS_MAX_DAYS": 365, "PASS_MIN_DAYS": 0, "PASS_WARN_AGE": 7}
+
+
+def test_login_defs_parse_and_drift() -> None:
+    current = hub.hub_login_defs_parse(LOGIN_DEFS_DEBIAN.splitlines())
+    assert current == {"UMASK": "022", "PASS_MAX_DAYS": "99999", "PASS_MIN_DAYS": "0", "PASS_WARN_AGE": "7"}
+    assert hub.hub_login_defs_parse(LOGIN_DEFS_DEBIAN) == current
+    assert hub.hub_login_defs_parse(["UMASK "]) == {"UMASK": ""}  # awk's "$1 $2" of a key without value
+    # Numbers compare as the strings login.defs holds; absent keys differ; order of the policy.
+    assert hub.hub_login_defs_drift(LOGIN_DEFS_WANTED, current) == [
+        {"key": "UMASK", "value": "027"}, {"key": "SHA_CRYPT_MIN_ROUNDS", "value": "640000"},
+        {"key": "SHA_CRYPT_MAX_ROUNDS", "value": "640000"}, {"key": "PASS_MAX_DAYS", "value": "365"}]
+    done = hub.hub_login_defs_parse([f"{k} {v}" for k, v in LOGIN_DEFS_WANTED.items()])
+    assert hub.hub_login_defs_drift(LOGIN_DEFS_WANTED, done) == []
+
+
+def test_stat_paths() -> None:
+    paths = hub.hub_stat_paths(FILE_PROBE.splitlines())
+    assert paths == ["/etc/issue", "/etc/issue.net", "/etc/crontab", "/etc/cron.d", "/etc/cron.daily", "/etc/cron.deny"]
+    assert hub.hub_stat_paths(FILE_PROBE) == paths
+    assert [p for p in ["/etc/cron.deny", "/etc/at.deny"] if p in paths] == ["/etc/cron.deny"]  # as files.yml selects
+    assert hub.hub_stat_paths([]) == []
+
+
+def test_files_drift() -> None:
+    banner = "Authorized access only.\n"
+    issue = {"dest": "/etc/issue", "content": banner, "mode": "0644", "notify": []}
+    issue_net = {"dest": "/etc/issue.net", "content": banner, "mode": "0644", "notify": []}
+    allow = {"dest": "/etc/cron.allow", "content": "root\n", "mode": "0640", "notify": []}
+    files = [issue, issue_net, allow]
+    # The distribution's banners, no allow list: everything differs.
+    assert hub.hub_files_drift(files, FILE_PROBE.splitlines()) == files
+    sha1 = hashlib.sha1(banner.encode()).hexdigest()
+    written = FILE_PROBE.replace("2091f3cdf20a245af8e5a27ed3143146a32b3a81", sha1).replace(
+        "61506ff7242aa3f7372c93e064268c0eda8348b8", sha1).replace("/etc/issue.net 644", "/etc/issue.net 600")
+    # /etc/issue as written; /etc/issue.net with the content but another mode; the allow list missing.
+    assert hub.hub_files_drift(files, written) == [issue_net, allow]
+    owned = written.replace("/etc/issue 644 root root", "/etc/issue 644 root adm")
+    assert issue in hub.hub_files_drift(files, owned)
+    assert hub.hub_files_drift([], FILE_PROBE) == []
+
+
+@pytest.mark.parametrize(("platform", "version"), [
+    ("debian-12", "1.22.1"), ("ubuntu-22.04", "1.18.0"), ("rhel-9", "1.20.1"), ("no-nginx", "0.0.0")])
+def test_nginx_version(platform: str, version: str) -> None:
+    result = NGINX_V[platform]
+    assert hub.hub_nginx_version(result) == version
+    assert hub.hub_nginx_version(result["stderr"]) == version
+    assert hub.hub_nginx_version({}) == "0.0.0"
 
 
 # --- ssh ---------------------------------------------------------------------------------------------
@@ -320,6 +419,19 @@ def test_moduli_below_regex_refuses_a_meaningless_limit(min_bits: int) -> None:
         hub.hub_moduli_below_regex(min_bits)
 
 
+# What a Jinja "function" parsing command output looks like: an accumulator loop, a regex or a
+# split over a registered result.
+JINJA_PARSING_RE = re.compile(r"\.append\(|regex_search|regex_findall|map\('split'|\.split\(")
+
+
+def test_no_output_parsing_left_in_the_roles_vars() -> None:
+    """The roles' vars/*.yml hand command output to the filters instead of parsing it in Jinja."""
+    found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+             for path in sorted(ROOT.glob("roles/*/vars/*.yml"))
+             for number, line in enumerate(path.read_text().splitlines(), 1) if JINJA_PARSING_RE.search(line)]
+    assert found == []
+
+
 def test_every_filter_is_exported() -> None:
     exported: Dict[str, Any] = hub.FilterModule().filters()
     public = sorted(name for name in vars(hub) if name.startswith("hub_"))
@@ -341,6 +453,8 @@ PLAYBOOK = """\
           - "{{ probe | hub.provision.hub_openssh_version == '9.2' }}"
           - "{{ ['nginx'] | hub.provision.hub_packages_missing(none) }}"
           - "{{ not (['nginx'] | hub.provision.hub_packages_missing(['nginx', 'curl'])) }}"
+          - "{{ ['gcc'] | hub.provision.hub_packages_present(['gcc', 'nginx']) }}"
+          - "{{ nginx | hub.provision.hub_nginx_version == '1.22.1' }}"
 """
 
 
@@ -363,7 +477,7 @@ def test_ansible_finds_the_filters_by_their_full_names(tmp_path: Path) -> None:
     env.update(ANSIBLE_CONFIG=str(tmp_path / "none.cfg"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_COLLECTIONS_PATH=str(ROOT / "playbooks" / "collections"))
     binary = Path(sys.executable).parent / "ansible-playbook"
-    extra = json.dumps({"ufw": UFW.splitlines(), "probe": SSHD_V["debian-12"]})
+    extra = json.dumps({"ufw": UFW.splitlines(), "probe": SSHD_V["debian-12"], "nginx": NGINX_V["debian-12"]})
     result = subprocess.run([str(binary) if binary.exists() else "ansible-playbook", "-i", "localhost,", "-c", "local",
                              "play.yml", "-e", extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
