@@ -29,12 +29,14 @@ destroy: ## remove the local container
 
 test: lint unit molecule operator-path upgrade-test ## everything CI runs: lint, unit, Molecule, the operator path over SSH, app upgrades and rollbacks
 
-# Scripts without an extension, by their shebang (the roles' shell templates are Jinja: make unit
-# shellchecks them as rendered, in tests/platforms).
+# Scripts without an extension, by their shebang. The roles' shell templates are Jinja: lint runs
+# the tests/platforms tests that shellcheck them as rendered per platform (and the roles' files/).
 PY_SCRIPTS = $(shell find scripts roles/*/files -maxdepth 1 -type f ! -name '*.py' -exec awk 'FNR == 1 && /^\#!.*python/ {print FILENAME}' {} + | sort)
 SH_SCRIPTS = $(shell find scripts .ci/run -maxdepth 1 -type f -exec awk 'FNR == 1 && /^\#!.*[\/ ](ba)?sh$$/ {print FILENAME}' {} + | sort)
+ROLE_SHELLCHECK = tests/platforms/test_platforms.py::test_shell_templates_pass_shellcheck_as_rendered \
+	tests/platforms/test_platforms.py::test_role_shell_files_pass_shellcheck
 
-lint: bootstrap ## yamllint, ansible-lint (production profile), the workflow (schema, zizmor), ruff, mypy --strict, shellcheck
+lint: bootstrap ## yamllint, ansible-lint (production profile), the workflow (schema, zizmor), ruff, mypy --strict, shellcheck (scripts, the roles' shell templates)
 	yamllint .
 	ansible-lint
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
@@ -43,6 +45,7 @@ lint: bootstrap ## yamllint, ansible-lint (production profile), the workflow (sc
 	cd app && mypy src
 	mypy
 	shellcheck -x $(SH_SCRIPTS)
+	pytest -q -p no:cacheprovider $(ROLE_SHELLCHECK)
 
 unit: bootstrap ## the hub app's tests, the checklist catalog's, hubtools' (the Ansible log parser) and tests/
 	pytest -q -p no:cacheprovider app/tests checklist/tests hubtools/tests tests
