@@ -297,6 +297,19 @@ def test_roles_share_one_structure() -> None:
     assert cat.structure_problems() == []
 
 
+# Sections every role's README has (besides its variables), as Galaxy's role skeleton names them.
+README_SECTIONS = ("## Dependencies", "## Example Playbook")
+
+
+@pytest.mark.parametrize("role", sorted(p.name for p in cat.ROLES_DIR.iterdir() if (p / "tasks" / "main.yml").is_file()))
+def test_every_role_readme_has_its_sections(role: str) -> None:
+    readme = cat.ROLES_DIR / role / "README.md"
+    assert readme.is_file(), f"{role} has no README.md"
+    headings = {line.rstrip() for line in readme.read_text(encoding="utf-8").splitlines() if line.startswith("## ")}
+    missing = [section for section in README_SECTIONS if section not in headings]
+    assert missing == [], f"{readme.relative_to(cat.ROOT)} lacks {missing}"
+
+
 def test_tag_reach_catches_an_include_without_the_id(tmp_path: Path) -> None:
     tasks = tmp_path / "hub_z" / "tasks"
     tasks.mkdir(parents=True)
