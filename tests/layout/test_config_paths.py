@@ -161,9 +161,5 @@ def test_the_files_are_named_in_one_place() -> None:
     found = []
     for path in sorted(ROLES.rglob("*")) + sorted((ROOT / "playbooks").glob("*.yml")):
         if path.is_file() and path.suffix in (".yml", ".j2") and path != ROLES / "hub_common" / "vars" / "main.yml":
-            # hub_os's audit rules: that role's variables are another change's (they name the
-            # environment file for auditd only).
-            if path == ROLES / "hub_os" / "vars" / "main.yml":
-                continue
             found += [f"{path.relative_to(ROOT)}: {m.group(0)}" for m in spelled.finditer(path.read_text())]
     assert found == []
