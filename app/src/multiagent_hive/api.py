@@ -179,11 +179,6 @@ class HiveApp:
         LOG.info("log files reopened")
 
     # ASGI layer --------------------------------------------------------------------------
-    def client_ip(self, scope: Scope) -> str:
-        """The client's address: the peer's, or, from a trusted proxy, X-Forwarded-For's."""
-        forwarded = [v for k, v in scope["headers"] if k == b"x-forwarded-for"]
-        return self._client(scope, b",".join(forwarded) if forwarded else None)[0]
-
     def _client(self, scope: Scope, forwarded: Optional[bytes]) -> Tuple[str, str]:
         """(client address, rate-limit bucket) for a peer and its X-Forwarded-For (every value,
         joined by commas), resolved once and kept in a bounded cache: proxies and monitors send
