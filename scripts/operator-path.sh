@@ -111,7 +111,8 @@ hub_url="https://127.0.0.1:${HTTPS_PORT:-8443}"
 # shellcheck source=scripts/lib/layout.sh
 . scripts/lib/layout.sh
 # api METHOD PATH [HEADER]: the HTTP status; the body (JSON) from stdin when not a terminal, the
-# answer in $logs/api.json. Secrets travel on stdin and in headers, never on a command line.
+# answer in $logs/api.json. Passwords travel on stdin, never on a command line; the test's own
+# short-lived tokens are curl -H arguments (seen in this controller's process list meanwhile).
 api() {
   local data=()
   [ -t 0 ] || data=(-H 'Content-Type: application/json' --data-binary @-)
