@@ -33,6 +33,9 @@ test: lint unit molecule operator-path upgrade-test ## everything CI runs: lint,
 # the tests/platforms tests that shellcheck them as rendered per platform (and the roles' files/).
 PY_SCRIPTS = $(shell find scripts roles/*/files -maxdepth 1 -type f ! -name '*.py' -exec awk 'FNR == 1 && /^\#!.*python/ {print FILENAME}' {} + | sort)
 SH_SCRIPTS = $(shell find scripts .ci/run -maxdepth 1 -type f -exec awk 'FNR == 1 && /^\#!.*[\/ ](ba)?sh$$/ {print FILENAME}' {} + | sort)
+# A test that fails and then passes on a retry is a failure (hubtools/pytest_reruns.py): no retry
+# hides a race. python -m puts the repository root on sys.path for the plugin.
+PYTEST = python -m pytest -q -p no:cacheprovider -p hubtools.pytest_reruns
 ROLE_SHELLCHECK = tests/platforms/test_platforms.py::test_shell_templates_pass_shellcheck_as_rendered \
 	tests/platforms/test_platforms.py::test_role_shell_files_pass_shellcheck
 
@@ -45,10 +48,10 @@ lint: bootstrap ## yamllint, ansible-lint (production profile), the workflow (sc
 	cd app && mypy src
 	mypy
 	shellcheck -x $(SH_SCRIPTS)
-	pytest -q -p no:cacheprovider $(ROLE_SHELLCHECK)
+	$(PYTEST) $(ROLE_SHELLCHECK)
 
 unit: bootstrap ## the hub app's tests, the checklist catalog's, hubtools' (the Ansible log parser) and tests/
-	pytest -q -p no:cacheprovider app/tests checklist/tests hubtools/tests tests
+	$(PYTEST) app/tests checklist/tests hubtools/tests tests
 
 # Only the scenarios on the local images build them (registry pulls its images).
 molecule: $(if $(filter registry,$(SCENARIO)),bootstrap,images) ## the Molecule scenario SCENARIO (default: the local Debian images) end to end

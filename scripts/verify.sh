@@ -95,7 +95,7 @@ if [ ${#specs[@]} -gt 0 ]; then
   hosts=$(IFS=,; echo "${specs[*]}")
   echo "verify: testing $hosts"
   HUB_VERIFY_HOSTS="$summary" PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" pytest molecule/shared/tests \
-    -p no:cacheprovider -p checklist.pytest_checklist \
+    -p no:cacheprovider -p checklist.pytest_checklist -p hubtools.pytest_reruns \
     --hosts="$hosts" --ssh-config="$ssh_config" \
     --checklist-results="$results" --junitxml="$junit" \
     -q -rfEs "$@" || rc=$?
