@@ -54,7 +54,7 @@ run() {
   if [ "$rc" -ne 0 ] && grep -qE "$failed" "$logs/$name.log"; then
     rc=$(grep -oE "$failed" "$logs/$name.log" | tail -n 1 | grep -oE '[0-9]+$' || echo "$rc")
   fi
-  sleep 1 # sshd's journal lines of the last login
+  podman exec "$target" journalctl --sync 2>/dev/null || true # sshd's lines of the last login are in the journal
   n=$(logins_since "$since")
   c=$(conns_since "$since")
   # sshd logs "Connection from" only at LogLevel VERBOSE, which the first converge sets midway.

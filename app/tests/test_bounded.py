@@ -15,6 +15,7 @@ from multiagent_hive.security import HashingBusy, Passwords
 from conftest import PASSWORDS, settings_from
 from liveserver import Live, live_server
 from pathological import MIB, PATHOLOGICAL, PATHOLOGICAL_AUTHENTICATED
+from waiting import eventually, wait_for
 
 
 def _blocking_passwords(env: Dict[str, str], workers: int, queue: int) -> tuple[Passwords, threading.Event]:
@@ -38,8 +39,7 @@ def test_hash_pool_rejects_beyond_its_queue_and_keeps_the_loop_free(env: Dict[st
     async def scenario() -> List[Any]:
         first = asyncio.ensure_future(passwords.verify_async(stored, "a-password-123"))
         second = asyncio.ensure_future(passwords.verify_async(stored, "wrong"))
-        await asyncio.sleep(0.05)
-        assert passwords.in_flight == 2
+        await eventually(lambda: passwords.in_flight == 2, "both hashes are in the pool")
         # The loop is not blocked by the two pending hashes.
         started = time.perf_counter()
         await asyncio.sleep(0.01)
@@ -224,11 +224,9 @@ def test_audit_retention_runs_when_the_service_starts(env: Dict[str, str]) -> No
     app.store.insert_audit("2001-01-01T00:00:00.000Z", "Ancient", "203.0.113.9", None, "")
     try:
         with TestClient(app) as client:
-            deadline = time.monotonic() + 5
-            while "Ancient" in app.store.audit_counts() and time.monotonic() < deadline:
-                client.get("/api/health")
-                time.sleep(0.02)
-            assert "Ancient" not in app.store.audit_counts()
+            # Retention runs beside the requests: each poll makes one more.
+            wait_for(lambda: client.get("/api/health") and "Ancient" not in app.store.audit_counts(),
+                     "the event older than the retention is purged")
     finally:
         app.audit.close()
         app.store.close()
@@ -299,21 +297,21 @@ def test_unassignable_tasks_cost_nothing_after_their_first_pass(settings: Any, m
                 await hive.create_task(f"q{i}", "critical", [{"name": "quantum", "min_proficiency": 0.0}], None)
             for i in range(5):
                 await hive.create_task(f"hard{i}", "critical", [{"name": "nlp", "min_proficiency": 0.99}], None)
-            await asyncio.sleep(0.05)
-            assert hive.status()["tasks"]["queued"] == 2005 and worker["state"] == "idle"
+            await eventually(lambda: hive.status()["tasks"]["queued"] == 2005, "the 2,005 tasks are queued")
+            assert worker["state"] == "idle"
             calls[0] = 0
             # Events that change nothing for those tasks do not look at them again ...
             other = await hive.create_agent("vision worker", "worker", [{"name": "vision", "proficiency": 0.5}], None)
             easy = await hive.create_task("easy", "low", [{"name": "nlp", "min_proficiency": 0.1}], None)
-            await asyncio.sleep(0.05)
-            assert easy["state"] in ("Assigned", "InProgress") and easy["assigned_agent"] == worker["id"]
+            await eventually(lambda: easy["state"] in ("Assigned", "InProgress"), "the easy task is assigned")
+            assert easy["assigned_agent"] == worker["id"]
             assert calls[0] <= 10, calls[0]
             # ... and an agent that becomes idle looks only at the queues of its capabilities.
             calls[0] = 0
             assert gate.event is not None
             gate.event.set()
-            await asyncio.sleep(0.1)
-            assert worker["state"] == "idle" and other["state"] == "idle"
+            await eventually(lambda: worker["state"] == "idle" and easy["state"] == "Completed", "the worker finishes")
+            assert other["state"] == "idle"
             assert calls[0] <= 20, calls[0]
         finally:
             await hive.stop()
@@ -371,11 +369,11 @@ def test_status_counts_match_the_database_without_scanning_it(settings: Any) -> 
             for i in range(4):
                 await hive.create_task(f"t{i}", "low", [], None)
             await hive.create_task("never", "low", [{"name": "nobody", "min_proficiency": 0.0}], None)
-            await asyncio.sleep(0.05)
-            assert hive.status()["agents"]["by_state"] == {"idle": 0, "busy": 1}
+            await eventually(lambda: hive.status()["agents"]["by_state"] == {"idle": 0, "busy": 1}, "the agent is busy")
             assert gate.event is not None
             gate.event.set()
-            await asyncio.sleep(0.2)
+            await eventually(lambda: store.counts_by_state("tasks").get("Completed") == 4, "the four tasks complete")
+            await eventually(lambda: hive.status()["agents"]["by_state"]["idle"] == 1, "the agent is idle again")
             real = store.counts_by_state("tasks")
             store.counts_by_state = None  # type: ignore[method-assign]  # status() must not scan
             by_state = hive.status()["tasks"]["by_state"]
@@ -411,9 +409,7 @@ def test_a_full_task_queue_refuses_new_tasks_with_503(env: Dict[str, str]) -> No
             # An agent that can do them drains the queue, and tasks are accepted again.
             agent = {"name": "able", "type": "worker", "capabilities": [{"name": "nobody", "proficiency": 1.0}]}
             assert client.post("/api/agents", headers=headers, json=agent).status_code == 201
-            deadline = time.monotonic() + 5
-            while app.hive.pending and time.monotonic() < deadline:
-                time.sleep(0.02)
+            wait_for(lambda: not app.hive.pending, "the able agent drains the queue")
             assert client.post("/api/tasks", headers=headers, json=body).status_code == 201
     finally:
         app.audit.close()

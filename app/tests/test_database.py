@@ -5,7 +5,6 @@ import json
 import shutil
 import sqlite3
 import threading
-import time
 from pathlib import Path
 from typing import Dict
 
@@ -15,6 +14,7 @@ from multiagent_hive import db
 from multiagent_hive.store import Store
 
 from conftest import cli, make_env, settings_from
+from waiting import wait_for
 
 
 def run_ok(env: Dict[str, str], *args: str, stdin: str = "") -> dict:
@@ -113,7 +113,7 @@ def test_backup_consistent_while_writing_and_verified(inited: Dict[str, str], tm
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        time.sleep(0.2)
+        wait_for(lambda: written[0] > 0, "the writer commits before the backup starts")
         dest = tmp_path / "backup.db"
         out = run_ok(inited, "--backup", str(dest))
     finally:

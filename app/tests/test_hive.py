@@ -13,15 +13,7 @@ from multiagent_hive.store import Store
 
 from conftest import PASSWORDS, audit_lines, init_db, login, settings_from
 from executors import Gate
-
-
-def wait_for(predicate: Any, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not reached")
+from waiting import eventually, wait_for
 
 
 def test_fit_score() -> None:
@@ -59,9 +51,9 @@ def test_concurrent_creations_share_one_commit_and_each_waits_for_it(settings: A
             waiter = asyncio.ensure_future(hive.create_agent("cancelled", "worker", [], None))
             await asyncio.sleep(0)  # queued for the next commit
             waiter.cancel()
-            await asyncio.sleep(0.01)
-            names = {a["name"] for a in store.list_agents(100, 0)}
-            assert "cancelled" in names and "cancelled" in {a["name"] for a in hive.agents.values()}
+            await eventually(lambda: "cancelled" in {a["name"] for a in store.list_agents(100, 0)},
+                             "the cancelled creation's commit")
+            assert "cancelled" in {a["name"] for a in hive.agents.values()}
         finally:
             await hive.stop()
             store.close()
@@ -162,23 +154,22 @@ def test_priority_queue_and_state_machine(settings: Any) -> None:
         await hive.start()
         first = await hive.create_task("first", "low", [], None)
         agent = await hive.create_agent("solo", "worker", [], None)
-        await asyncio.sleep(0.05)
+        await eventually(lambda: gate.started, "the first task starts")
         assert agent["state"] == "busy" and gate.started[0][0] == first["id"]
         low = await hive.create_task("low", "low", [], None)
         critical = await hive.create_task("critical", "critical", [], None)
         medium = await hive.create_task("medium", "medium", [], None)
         order = []
-        for _ in range(4):
+        for started in range(2, 5):  # release the running task; the next one starts
+            assert gate.event is not None
             gate.event.set()
-            await asyncio.sleep(0.02)
+            await eventually(lambda n=started: len(gate.started) >= n, f"task {started} starts")
             gate.event.clear()
-            await asyncio.sleep(0.02)
         order = [task_id for task_id, _ in gate.started]
         assert order == [first["id"], critical["id"], medium["id"], low["id"]]
         gate.event.set()
-        await asyncio.sleep(0.05)
+        await eventually(lambda: store.counts_by_state("tasks") == {"Completed": 4}, "the four tasks complete")
         await hive.stop()
-        assert store.counts_by_state("tasks") == {"Completed": 4}
         store.close()
         return [e for e in events if e["id"] == first["id"]]
 
@@ -194,12 +185,11 @@ def test_interrupted_tasks_requeued_on_start(settings: Any) -> None:
         await hive.start()
         await hive.create_agent("a", "worker", [], None)
         task = await hive.create_task("t", "medium", [], None)
-        await asyncio.sleep(0.05)
-        assert store.get_task(task["id"])["state"] == "InProgress"
+        await eventually(lambda: store.get_task(task["id"])["state"] == "InProgress", "the task runs")
         await hive.stop()  # e.g. SIGTERM mid-task
         hive2 = Hive(store, BuiltinExecutor(1))
         await hive2.start()
-        await asyncio.sleep(0.1)
+        await eventually(lambda: store.get_task(task["id"])["state"] == "Completed", "the requeued task completes")
         await hive2.stop()
         state = store.get_task(task["id"])["state"]
         store.close()
@@ -225,10 +215,11 @@ def test_busy_agent_cannot_be_deleted(settings: Any) -> None:
         await hive.start()
         agent = await hive.create_agent("a", "worker", [], None)
         await hive.create_task("t", "medium", [], None)
-        await asyncio.sleep(0.05)
+        await eventually(lambda: agent["state"] == "busy", "the agent takes the task")
         assert hive.delete_agent(agent["id"]) == "busy"
+        assert gate.event is not None
         gate.event.set()
-        await asyncio.sleep(0.05)
+        await eventually(lambda: agent["state"] == "idle", "the agent finishes the task")
         assert hive.delete_agent(agent["id"]) is None
         await hive.stop()
         store.close()

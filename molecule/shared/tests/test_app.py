@@ -9,6 +9,7 @@ from typing import Any, Dict
 import pytest
 
 from conftest import Client, layout
+from helpers import wait_healthy, wait_until
 
 SECRETS = ("JWT_SECRET", "DATABASE_ENCRYPTION_KEY", "API_ENCRYPTION_KEY")
 SQLITE_PLAINTEXT_HEADER = "53514c69746520666f726d6174203300"  # "SQLite format 3\0"
@@ -35,17 +36,6 @@ def unit_props(host: Any, *names: str) -> Dict[str, str]:
     L = layout(host)
     out = host.check_output(f"systemctl show {L.service} " + " ".join(f"-p {n}" for n in names))
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def wait_healthy(client: Client, seconds: int = 60) -> None:
-    deadline = time.monotonic() + seconds
-    status = 0
-    while time.monotonic() < deadline:
-        status = client.get("/api/health").status
-        if status == 200:
-            return
-        time.sleep(1)
-    raise AssertionError(f"/api/health answered {status} for {seconds}s")
 
 
 @pytest.mark.checklist("PRE-APP-4")
@@ -246,23 +236,19 @@ def test_forced_rotation_reopens_logs(host: Any, app_client: Client, admin_passw
         assert result.rc == 0, result.stderr
         assert host.file(f"{L.audit_log}.1").exists
         # The app reopened its files (SIGHUP, not a restart): nothing still points at a rotated one.
-        deadline = time.monotonic() + 10
-        while True:
-            fds = host.run(f"ls -l /proc/{pid}/fd").stdout
-            if ".log.1" not in fds or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert ".log.1" not in fds, fds
+        wait_until(lambda: host.run(f"ls -l /proc/{pid}/fd").stdout, "the app reopens its logs after the rotation",
+                   10, done=lambda fds: ".log.1" not in fds)
         assert unit_props(host, "MainPID")["MainPID"] == pid
         new = host.file(L.audit_log)
         assert (new.user, new.group, new.mode) == (L.user, L.group, 0o640)
-        before = int(host.check_output(f"wc -l < {L.audit_log}"))
     assert app_client.post("/api/auth/login", json_body=login).status == 200
-    with host.sudo():
-        deadline = time.monotonic() + 10
-        while int(host.check_output(f"wc -l < {L.audit_log}")) <= before and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert "event=AuthenticationSuccess" in host.file(L.audit_log).content_string
+
+    def audit_log() -> str:
+        with host.sudo():
+            return str(host.file(L.audit_log).content_string)
+
+    wait_until(audit_log, "the login after the rotation is in the new audit.log", 10,
+               done=lambda text: "event=AuthenticationSuccess" in text)
 
 
 @pytest.mark.checklist("MNT-PERF-D-3")
@@ -270,13 +256,7 @@ def test_killed_service_is_restarted(host: Any, app_client: Client) -> None:
     pid = unit_props(host, "MainPID")["MainPID"]
     assert pid != "0"
     host.run(f"kill -9 {pid}")
-    deadline = time.monotonic() + 45  # RestartSec=10 plus the start itself
-    new_pid = pid
-    while time.monotonic() < deadline:
-        props = unit_props(host, "MainPID", "ActiveState")
-        new_pid = props["MainPID"]
-        if props["ActiveState"] == "active" and new_pid not in ("0", pid):
-            break
-        time.sleep(1)
-    assert new_pid not in ("0", pid), "systemd did not restart the killed service"
+    wait_until(lambda: unit_props(host, "MainPID", "ActiveState"), "systemd restarts the killed service",
+               45, interval=1.0,  # RestartSec=10 plus the start itself
+               done=lambda props: props["ActiveState"] == "active" and props["MainPID"] not in ("0", pid))
     wait_healthy(app_client)

@@ -9,6 +9,7 @@ from typing import Any, List
 import pytest
 
 from conftest import Client, layout
+from helpers import wait_healthy
 
 SCRIPT = "/usr/local/bin/backup-ai-orchestrator"
 CRON_FILE = "/etc/cron.d/ai-orchestrator-backup"
@@ -28,15 +29,6 @@ def run_backup(host: Any, env: str = "") -> Any:
     # Backups are named by the second: never two in the same one.
     time.sleep(1.1)
     return host.run(f"{env} {SCRIPT}")
-
-
-def wait_healthy(client: Client, seconds: int = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if client.get("/api/health").status == 200:
-            return
-        time.sleep(1)
-    raise AssertionError("the app did not become healthy")
 
 
 @pytest.mark.checklist("PRE-DB-3")

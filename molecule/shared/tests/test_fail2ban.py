@@ -14,6 +14,7 @@ from typing import Any, List, Optional, Tuple
 import pytest
 
 from conftest import layout
+from helpers import wait_until
 
 APP_JAIL = "ai-orchestrator-auth"
 FILTER = "/etc/fail2ban/filter.d/ai-orchestrator-auth.conf"
@@ -244,17 +245,16 @@ def test_repeated_unauthorized_requests_ban_exactly_the_client(host: Any) -> Non
                 break
             if status == "429":
                 time.sleep(2)
-        deadline = time.time() + 30
-        while client_ip not in banned(host, APP_JAIL) and time.time() < deadline:
-            time.sleep(1)
-        ips = banned(host, APP_JAIL)
+        ips = wait_until(lambda: banned(host, APP_JAIL), f"fail2ban bans the client {client_ip}", 30,
+                         done=lambda now: client_ip in now)
         new = set(ips) - before
         assert new == {client_ip}, f"newly banned {sorted(new)}, expected only the client {client_ip}"
         assert "127.0.0.1" not in ips and target_ip not in ips
-        assert call("health").startswith("FAIL"), "a banned client still gets through"
+        # The jail lists a ban before its action has reached the firewall: wait for the firewall.
+        wait_until(lambda: call("health"), "the banned client is refused", 15, done=lambda out: out.startswith("FAIL"))
         f2b(host, "set", APP_JAIL, "unbanip", client_ip)
         assert client_ip not in banned(host, APP_JAIL)
-        assert call("health") == "200", "unban did not restore access"
+        wait_until(lambda: call("health"), "the unbanned client gets through again", 15, done=lambda out: out == "200")
     finally:
         if client_ip and client_ip in banned(host, APP_JAIL):
             f2b(host, "set", APP_JAIL, "unbanip", client_ip)

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import re
 import shlex
-import time
 import uuid
 from typing import Any, List
 
 import pytest
 
 from conftest import layout
+from helpers import wait_until
 
 EXPORTER_UNIT = "ai-orchestrator-exporter"
 MONITOR_UNIT = "ai-orchestrator-log-monitor"
@@ -106,29 +106,37 @@ def test_exporter_serves_app_metrics_after_a_request(host: Any, edge_client: Any
 
 # --- log monitor ------------------------------------------------------------------------------
 
+def tail_follows(host: Any, parent: str, path: str) -> bool:
+    """The monitor's `tail -F` (a child of `parent`) holds the file now at `path` open (the same
+    inode: after a rotation, the new file). Until then a line written there is never seen."""
+    with host.sudo():
+        script = (f"for t in $(pgrep -P {shlex.quote(parent)} -x tail); do for f in /proc/$t/fd/*; do "
+                  f"stat -L -c %i \"$f\" 2>/dev/null; done; done | grep -qx \"$(stat -c %i {shlex.quote(path)})\"")
+        return bool(host.run(script).rc == 0)
+
+
 def restart_monitor(host: Any) -> None:
-    """A fresh minute for the rate limit, then wait until tail follows the files."""
+    """A fresh minute for the rate limit, then wait until tail follows the audit log."""
     with host.sudo():
         host.check_output(f"systemctl restart {MONITOR_UNIT}")
-        deadline = time.time() + 15
-        while time.time() < deadline:
+    audit_log = layout(host).audit_log
+
+    def following() -> bool:
+        with host.sudo():
             pid = host.check_output(f"systemctl show -p MainPID --value {MONITOR_UNIT}").strip()
-            if pid != "0" and host.run(f"pgrep -P {pid} -x tail").rc == 0:
-                time.sleep(1)
-                return
-            time.sleep(0.5)
-    raise AssertionError("the log monitor does not follow the logs")
+        return pid != "0" and tail_follows(host, pid, audit_log)
+
+    wait_until(following, f"the restarted log monitor follows {audit_log}", 15)
 
 
 def wait_for_alert(host: Any, marker: str, seconds: int = 10) -> str:
-    deadline = time.time() + seconds
-    while time.time() < deadline:
+    alerts = f"{layout(host).log_dir}/alerts.log"
+
+    def found() -> str:
         with host.sudo():
-            found = host.run(f"grep -F {shlex.quote(marker)} {layout(host).log_dir}/alerts.log").stdout
-        if found:
-            return found
-        time.sleep(0.5)
-    raise AssertionError(f"no alert for {marker} in {layout(host).log_dir}/alerts.log within {seconds}s")
+            return str(host.run(f"grep -F {shlex.quote(marker)} {alerts}").stdout)
+
+    return wait_until(found, f"an alert for {marker} in {alerts}", seconds)
 
 
 def unauthorized_request(edge_client: Any) -> str:
@@ -158,7 +166,9 @@ def test_log_monitor_alerts_and_follows_rotation(host: Any, edge_client: Any) ->
         inode = host.check_output(f"stat -c %i {L.audit_log}")
         host.check_output(f"logrotate -f /etc/logrotate.d/{L.service}")
         assert host.check_output(f"stat -c %i {L.audit_log}") != inode, "audit.log was not rotated"
-    time.sleep(2)  # tail -F notices the new file within a second
+        pid = host.check_output(f"systemctl show -p MainPID --value {MONITOR_UNIT}").strip()
+    # tail -F finds the new file on its next check of the name (about once a second).
+    wait_until(lambda: tail_follows(host, pid, L.audit_log), "the log monitor follows the new audit.log", 15)
     marker = unauthorized_request(edge_client)
     assert "UnauthorizedAccess" in wait_for_alert(host, marker, 15)
 
@@ -168,18 +178,29 @@ def test_log_monitor_rate_limits_a_flood(host: Any) -> None:
     """The installed monitor on a scratch file: 20 distinct lines, at most 3 alerts a minute."""
     tmp = host.check_output("mktemp -d").strip()
     try:
-        # One shell: the monitor in the background, 20 distinct alerting lines, then stop it.
+        host.check_output(f"touch {tmp}/log")
+        pid = host.check_output(
+            f"setsid /usr/local/bin/monitor-ai-orchestrator-logs --command 'cat >> {tmp}/sent' "
+            f"--alerts-log {tmp}/alerts --max-per-minute 3 --pattern UnauthorizedAccess {tmp}/log "
+            f">/dev/null 2>&1 < /dev/null & echo $!"
+        ).strip()
+        wait_until(lambda: tail_follows(host, pid, f"{tmp}/log"), "the scratch monitor follows its log", 15)
         host.check_output(
-            f"touch {tmp}/log; /usr/local/bin/monitor-ai-orchestrator-logs "
-            f"--command 'cat >> {tmp}/sent' --alerts-log {tmp}/alerts --max-per-minute 3 "
-            f"--pattern UnauthorizedAccess {tmp}/log >/dev/null 2>&1 & pid=$!; sleep 2; "
             f"for i in $(seq 1 20); do echo \"2026-01-01T00:00:00.000Z event=UnauthorizedAccess "
-            f"client_id=192.0.2.$i\" >> {tmp}/log; done; sleep 3; kill $pid; wait $pid || true"
+            f"client_id=192.0.2.$i\" >> {tmp}/log; done"
         )
+        alerts = wait_until(lambda: host.run(f"cat {tmp}/alerts").stdout.splitlines(), "3 alerts of the flood",
+                            15, done=lambda lines: len(lines) >= 3)
+        # Every line read by tail (its offset at the end of the file) before the count is final.
+        wait_until(lambda: host.run(
+            f"t=$(pgrep -P {pid} -x tail) && for f in /proc/$t/fd/*; do [ \"$(readlink $f)\" = {tmp}/log ] && "
+            f"awk '/^pos:/ {{print $2}}' /proc/$t/fdinfo/${{f##*/}}; done").stdout.strip(),
+            "tail reads the whole flood", 15, done=lambda pos: pos == host.check_output(f"stat -c %s {tmp}/log").strip())
+        host.run(f"kill {pid}")
         alerts = host.check_output(f"cat {tmp}/alerts").splitlines()
         sent = host.check_output(f"cat {tmp}/sent").splitlines()
         assert len(alerts) == 3, alerts
         assert len(sent) == 3, sent
         assert "client_id=192.0.2.1" in alerts[0]
     finally:
-        host.run(f"rm -rf {tmp}")
+        host.run(f"pkill -f -- '--alerts-log {tmp}/alerts'; rm -rf {tmp}")

@@ -11,12 +11,12 @@ import json
 import random
 import re
 import shlex
-import time
 from typing import Any, Dict, List, Optional
 
 import pytest
 
 from conftest import layout
+from helpers import nginx_pids, wait_nginx_reloaded, wait_until
 
 SITE_FILES = ("/etc/nginx/sites-available/ai-orchestrator", "/etc/nginx/conf.d/ai-orchestrator.conf")
 RELOAD_SCRIPT = "/usr/local/sbin/ai-orchestrator-nginx-reload"
@@ -74,16 +74,6 @@ def loopback_source() -> str:
     """A loopback address of its own: nginx and the app keep per-address limits, so a test
     that exhausts one never throttles the other tests (which all come from 127.0.0.1)."""
     return f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.{random.randint(2, 254)}"
-
-
-def nginx_pids(host: Any) -> Dict[str, List[int]]:
-    out = host.check_output("ps -eo pid=,args= | grep '[n]ginx: '")
-    pids: Dict[str, List[int]] = {"master": [], "worker": []}
-    for line in out.splitlines():
-        pid, args = line.strip().split(None, 1)
-        kind = "master" if "master process" in args else "worker"
-        pids[kind].append(int(pid))
-    return pids
 
 
 def size_bytes(value: str) -> int:
@@ -184,14 +174,8 @@ def test_renewal_hook_reloads_nginx_without_restart(host: Any) -> None:
             f"RENEWED_DOMAINS={shlex.quote(name)} {hook}"
         )
     assert result.rc == 0, result.stderr
-    deadline = time.monotonic() + 15
-    while True:
-        after = nginx_pids(host)
-        if set(after["worker"]) - set(before["worker"]) or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    after = wait_nginx_reloaded(host, before)
     assert after["master"] == before["master"], "nginx was restarted, not reloaded"
-    assert set(after["worker"]) - set(before["worker"]), "no new workers: nginx did not reload"
     assert host.service("nginx").is_running
     assert host.run("curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/.env").stdout == "403"
 
@@ -347,16 +331,13 @@ def test_forwarded_for_cannot_be_spoofed(host: Any, edge_client: Any) -> None:
         before = int(host.check_output(f"cat {L.audit_log} 2>/dev/null | wc -l") or 0)
     resp = edge_client.get("/api/admin/users", headers={"X-Forwarded-For": forged})
     assert resp.status == 401
-    deadline = time.monotonic() + 10
-    new: List[str] = []
-    while time.monotonic() < deadline:
+
+    def logged() -> List[str]:
         with host.sudo():
             lines = host.check_output(f"tail -n +{before + 1} {L.audit_log}").splitlines()
-        new = [line for line in lines if "path=/api/admin/users" in line]
-        if new:
-            break
-        time.sleep(0.5)
-    assert new, "the app logged no UnauthorizedAccess event"
+        return [line for line in lines if "path=/api/admin/users" in line]
+
+    new = wait_until(logged, "the app logs the UnauthorizedAccess event", 10)
     assert "client_id=127.0.0.1 " in new[-1] + " ", new[-1]
     assert forged not in new[-1]
 
@@ -399,10 +380,14 @@ def test_websocket_round_trip(host: Any, edge_client: Any, admin_token: str) -> 
     assert _ws(host, f"ticket={ticket}")["type"] == "status"
     assert "refused" in _ws(host, f"ticket={ticket}"), "a ticket worked twice"
     assert "refused" in _ws(host, f"token={admin_token}"), "a JWT in the URL was accepted"
-    time.sleep(0.5)  # nginx writes the access log line when the connection ends
-    with host.sudo():
-        log = host.check_output(f"tail -n +{before + 1} {ACCESS_LOG}")
-    assert "GET /ws HTTP/1.1" in log, "no /ws line in the access log"
+
+    def access_log() -> str:
+        with host.sudo():
+            return str(host.check_output(f"tail -n +{before + 1} {ACCESS_LOG}"))
+
+    # nginx writes a /ws line when the connection ends, after the client has gone.
+    log = wait_until(access_log, "the /ws connections' lines in the access log", 10,
+                     done=lambda text: text.count("GET /ws HTTP/1.1") >= 3)
     assert ticket not in log and admin_token not in log and "/ws?" not in log
 
 

@@ -5,12 +5,12 @@ each service still doing its job inside the sandbox. nginx.conf's TLS defaults f
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import pytest
 
 from conftest import layout
+from helpers import nginx_pids, wait_nginx_reloaded, wait_until
 
 # Exposure ceilings (issue 14). fail2ban: as low as it goes while it can still change the
 # host's firewall (root, CAP_NET_ADMIN, the host's network namespace): 1.8 measured on
@@ -21,6 +21,9 @@ CEILINGS = {
     "node-exporter": 2.5,
     "ai-orchestrator-log-monitor": 2.0,
 }
+# Where a ban shows, whichever firewall backend the host has.
+FIREWALL_RULES = ("iptables -S 2>/dev/null; nft list ruleset 2>/dev/null; "
+                  "firewall-cmd --direct --get-all-rules 2>/dev/null; ipset list 2>/dev/null")
 EXPOSURE = re.compile(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)")
 
 
@@ -71,8 +74,9 @@ def test_nginx_sandboxed_still_serves_and_reloads(host: Any) -> None:
     with host.sudo():
         assert host.socket("tcp://0.0.0.0:443").is_listening or host.socket("tcp://:::443").is_listening
         pid = host.check_output("systemctl show --property MainPID --value nginx")
+        before = nginx_pids(host)
         assert host.run("systemctl reload nginx").rc == 0
-        time.sleep(1)
+        wait_nginx_reloaded(host, before)
         assert host.check_output("systemctl show --property MainPID --value nginx") == pid
         assert host.service("nginx").is_running
     status = host.check_output("curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/api/health")
@@ -86,8 +90,8 @@ def test_fail2ban_sandboxed_still_bans(host: Any) -> None:
     with host.sudo():
         assert host.run(f"fail2ban-client set sshd banip {address}").rc == 0
         try:
-            rules = host.run("iptables -S 2>/dev/null; nft list ruleset 2>/dev/null; firewall-cmd --direct --get-all-rules 2>/dev/null; ipset list 2>/dev/null")
-            assert address in rules.stdout, "the ban did not reach the firewall"
+            # fail2ban's actions thread applies the ban after the command returns.
+            wait_until(lambda: address in host.run(FIREWALL_RULES).stdout, f"the ban of {address} reaches the firewall")
         finally:
             host.run(f"fail2ban-client set sshd unbanip {address}")
 
