@@ -7,7 +7,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 INVENTORY ?= inventories/local
 SCENARIO ?= default
 
-.PHONY: help bootstrap images deploy destroy test lint unit molecule verify drift operator-path bench upgrade-test distribution-tests
+.PHONY: help bootstrap images deploy destroy test lint unit platform-check molecule verify drift operator-path bench upgrade-test distribution-tests
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,7 +27,7 @@ deploy: bootstrap ## deploy the hub to the built-in local container (re-run: cor
 destroy: ## remove the local container
 	@scripts/local-target.sh down
 
-test: lint unit molecule operator-path upgrade-test ## everything CI runs: lint, unit, Molecule, the operator path over SSH, app upgrades and rollbacks
+test: lint unit platform-check molecule operator-path upgrade-test ## everything CI runs: lint, unit, Molecule, the operator path over SSH, app upgrades and rollbacks
 
 # Scripts without an extension, by their shebang. The roles' shell templates are Jinja: lint runs
 # the tests/platforms tests that shellcheck them as rendered per platform (and the roles' files/).
@@ -51,7 +51,11 @@ lint: bootstrap ## yamllint, ansible-lint (production profile), the workflow (sc
 	$(PYTEST) $(ROLE_SHELLCHECK)
 
 unit: bootstrap ## the hub app's tests, the checklist catalog's, hubtools' (the Ansible log parser) and tests/
-	$(PYTEST) app/tests checklist/tests hubtools/tests tests
+	$(PYTEST) app/tests checklist/tests hubtools/tests tests --ignore=tests/platform_tools
+
+# Root: Debian's binaries of the target versions run chrooted (tests/platform_tools/tools.py).
+platform-check: bootstrap ## every platform's rendered configs checked by the target versions' own sshd, nginx, fail2ban, systemd-analyze, apparmor_parser, and RHEL's crypto policy
+	$(PYTEST) -rs tests/platform_tools
 
 # Only the scenarios on the local images build them (registry pulls its images).
 molecule: $(if $(filter registry,$(SCENARIO)),bootstrap,images) ## the Molecule scenario SCENARIO (default: the local Debian images) end to end
