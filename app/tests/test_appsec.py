@@ -134,7 +134,7 @@ def test_throttle_windows_per_client_event_and_second() -> None:
     audit = AuditLog(s, sink=sink, clock=lambda: now[0])
     rng = random.Random(3)
     sent: Dict[Any, int] = {}
-    for second in range(5):
+    for _second in range(5):
         for _ in range(rng.randint(0, 40)):
             client = rng.choice(["192.0.2.1", "192.0.2.2", "2001:db8::1"])
             event = rng.choice(["UnauthorizedAccess", "AuthenticationRequired", "InvalidInput"])
@@ -368,9 +368,9 @@ def test_restore_matches_the_live_credentials_for_random_changes(seed: int, tmp_
     works exactly when it worked before the restore (CLI keys; every session-bound key ends),
     and each user's existence, role and disabled flag are the live ones."""
     from multiagent_hive import db
+    from multiagent_hive.journal import journal_path
     from multiagent_hive.security import ApiKeys, Passwords
     from multiagent_hive.store import LOCKED_PASSWORD, Store, replay_journal
-    from multiagent_hive.journal import journal_path
 
     rng = random.Random(seed)
     s = settings_from(make_env(tmp_path))
@@ -487,7 +487,7 @@ def test_migration_5_backfills_key_origin_and_audit_target(tmp_path: Any) -> Non
     path = str(tmp_path / "old.db")
     key = secrets.token_hex(32)
     conn = db.connect(path, key, create=True)
-    for version, _d, statements in db.MIGRATIONS[:4]:
+    for _version, _d, statements in db.MIGRATIONS[:4]:
         for statement in statements:
             conn.execute(statement)
     conn.execute("PRAGMA user_version = 4")
