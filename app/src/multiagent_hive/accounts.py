@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from typing import TYPE_CHECKING, Annotated, Any, Dict, List, Optional, Set, Tuple, Union
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.requests import Request
@@ -342,7 +343,7 @@ class Accounts:
     def origin_allowed(self, websocket: WebSocket) -> bool:
         """A handshake without Origin comes from a client that is not a browser; a browser's must
         name one of WEBSOCKET_ALLOWED_ORIGINS, or, when that is empty, the host the browser
-        connected to (its Host header): browsers apply no same-origin rule to WebSockets."""
+        connected to (its Host header's host name): browsers apply no same-origin rule to WebSockets."""
         origin = websocket.headers.get("origin")
         if origin is None:
             return True
@@ -350,9 +351,13 @@ class Accounts:
         allowed = self.app.allowed_origins
         if allowed:
             return origin in allowed
-        scheme, sep, host = origin.partition("://")
-        own = websocket.headers.get("host", "").strip().lower()
-        return bool(sep) and scheme in ("https", "http") and bool(own) and host == own
+        # Host names only: nginx passes `$host`, without the port the browser used.
+        try:
+            parts = urlsplit(origin)
+            own = urlsplit("//" + websocket.headers.get("host", "").strip().lower()).hostname
+        except ValueError:
+            return False
+        return parts.scheme in ("https", "http") and bool(own) and parts.hostname == own
 
     async def websocket(self, websocket: WebSocket) -> None:
         ip = str(websocket.scope.get("hive.client_ip", "0.0.0.0"))
