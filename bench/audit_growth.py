@@ -135,7 +135,7 @@ def run_export(rows: int) -> Dict[str, Any]:
                     break
                 if first_byte is None:
                     first_byte = time.monotonic() - started
-                events += (tail[-16:] + chunk).count(b'"event": "AccessDenied"')
+                events += (tail[-11:] + chunk).count(b'AccessDenied')
                 tail = chunk
                 size += len(chunk)
             seconds = time.monotonic() - started
