@@ -7,7 +7,8 @@
 #   task); one repair run (site.yml, plus the operator steps the drift list names, e.g. the admin
 #   password reset); a run that changes nothing; make verify; the incident playbook on a
 #   compromised account (its sessions and API keys revoked, the account disabled, the evidence
-#   fetched, the service resumed); make destroy.
+#   fetched, the service resumed); the restore playbook on the incident's emergency backup (the
+#   revocation stays in force, every earlier session ends); make destroy.
 # Each step's new SSH connections to the target are counted from its sshd log and printed
 # (reports/operator-path/connections.txt); docs/operators.md has the figures.
 #   scripts/operator-path.sh          (KEEP=1 keeps the target afterwards)
@@ -159,6 +160,28 @@ if ! grep -q "^revoked user: .*$suspect" <<<"$summary" || ! grep -q "^disabled u
   echo "operator-path: FAILED: the evidence summary does not record the revocation of $suspect" >&2
   exit 1
 fi
+
+# A restore after a revocation: the incident's emergency backup was taken before the suspect's
+# sessions and keys were revoked. playbooks/restore.yml restores it over SSH; the credential
+# journal keeps the revocation and the disable in force, and every session from before the
+# restore ends (the admin's JWT too: the admin logs in again).
+step restore-prepare
+expect "the admin's JWT works before the restore" 200 "$(api GET /api/agents "$admin_auth" </dev/null)"
+emergency=$(sed -n 's/^emergency backup: \([^ ]*\) .*/\1/p' <<<"$summary")
+[ -n "$emergency" ] || { echo "operator-path: FAILED: no emergency backup in the evidence summary" >&2; exit 1; }
+run restore 0 ansible-playbook -i "$inventory" playbooks/restore.yml -e "backup_file=$emergency"
+if ! grep -oE 'Credentials: every session ended[^"]*' "$logs/restore.log"; then
+  echo "operator-path: FAILED: restore.yml did not report what it did to the credentials" >&2
+  exit 1
+fi
+for _ in $(seq 30); do [ "$(api GET /api/health </dev/null)" = 200 ] && break; sleep 1; done
+expect "health after the restore" 200 "$(api GET /api/health </dev/null)"
+expect "the suspect's API key stays revoked after the restore" 401 "$(api GET /api/agents "$suspect_key" </dev/null)"
+expect "the suspect's JWT stays refused after the restore" 401 "$(api GET /api/agents "$suspect_jwt" </dev/null)"
+expect "the suspect stays disabled after the restore" 401 "$(api POST /api/auth/login <<<"$suspect_login")"
+expect "the admin's JWT from before the restore is refused" 401 "$(api GET /api/agents "$admin_auth" </dev/null)"
+expect "the admin logs in after the restore" 200 "$(api POST /api/auth/login <<<"$admin_login")"
+expect "the admin's new JWT works" 200 "$(api GET /api/agents "Authorization: Bearer $(answer access_token)" </dev/null)"
 
 # The firewall's view of the whole path: the most new connections from the controller within
 # any 30 s (ufw's LIMIT rejects the 6th). Every step above passed, so none was rejected; this

@@ -218,7 +218,7 @@ def _host_key(settings: Any, username: str) -> str:
         user = store.user_by_name(username)
         assert user is not None
         key = keys.new()
-        store.create_api_key(user["id"], "host", keys.digest(key), key[:12])
+        store.create_api_key(user["id"], "host", keys.digest(key), key[:12], via="cli")
         return key
     finally:
         store.close()

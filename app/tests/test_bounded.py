@@ -429,33 +429,34 @@ def test_agent_search_from_memory_equals_the_database_search(client: Any, hive_a
 
 def test_data_export_runs_off_the_event_loop(client: Any, hive_app: Any, operator: Dict[str, str]) -> None:
     seen: List[str] = []
-    real = hive_app.store.export_user
+    real = hive_app.store.export_user_chunks
 
-    def spy(user_id: int) -> Any:  # the shared connection must not be used for the export
+    def spy(*args: Any) -> Any:  # the shared connection must not be used for the export
         seen.append("shared")
-        return real(user_id)
+        return real(*args)
 
-    hive_app.store.export_user = spy
+    hive_app.store.export_user_chunks = spy
     from multiagent_hive import store as store_module
 
-    original = store_module.Store.export_user
+    original = store_module.Store.export_user_chunks
 
-    def export_in(self: Any, user_id: int) -> Any:
-        try:
-            asyncio.get_running_loop()
-            seen.append("event loop")
-        except RuntimeError:  # no loop runs in this thread: a worker thread
-            seen.append("thread")
-        return original(self, user_id)
+    def export_in(self: Any, *args: Any) -> Any:
+        for chunk in original(self, *args):
+            try:
+                asyncio.get_running_loop()
+                seen.append("event loop")
+            except RuntimeError:  # no loop runs in this thread: a worker thread
+                seen.append("thread")
+            yield chunk
 
-    store_module.Store.export_user = export_in  # type: ignore[method-assign]
+    store_module.Store.export_user_chunks = export_in  # type: ignore[method-assign]
     try:
         assert client.post("/api/tasks", headers=operator, json={"description": "exported"}).status_code == 201
         data = client.get("/api/users/me/data", headers=operator).json()
     finally:
-        store_module.Store.export_user = original  # type: ignore[method-assign]
+        store_module.Store.export_user_chunks = original  # type: ignore[method-assign]
     assert data["user"]["username"] == "operator" and data["tasks"][0]["priority"] == "medium"
-    assert "exported_at" in data and seen == ["thread"]
+    assert "exported_at" in data and seen and set(seen) == {"thread"}
 
 
 def test_task_lists_are_read_off_the_event_loop(client: Any, operator: Dict[str, str], monkeypatch: Any) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from typing import TYPE_CHECKING, Annotated, Any, Dict, List, Optional, Set, Union
+from typing import TYPE_CHECKING, Annotated, Any, Dict, List, Optional, Set, Tuple, Union
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, Field
 from starlette.requests import Request
@@ -33,6 +34,11 @@ WS_RECHECK_SECONDS = 10.0
 WS_SUBPROTOCOL = "hive.v1"
 # Close code when a user already has WEBSOCKET_MAX_PER_USER sockets open (1008: policy violation).
 CLOSE_TOO_MANY = 1008
+# Why a credential sent in a header failed (api.user_from_headers): UnauthorizedAccess on /ws.
+HEADER_FAILURES = frozenset({
+    "invalid api key", "unsupported authorization scheme", "invalid or expired token", "user no longer exists",
+    "account disabled", "session revoked",
+})
 
 
 # request and response schemas (pydantic evaluates annotations: typing names, Python 3.9) -------
@@ -198,8 +204,15 @@ class Accounts:
 
     # admin -------------------------------------------------------------------------------
     async def admin_reset_password(self, request: Request) -> Response:
+        from .api import ApiError
+
         admin = self.app.authenticate(request, "admin")
         target = self._target(request)
+        if target["id"] == admin["id"]:
+            # Without the current password a stolen admin token would become the account.
+            self.app.audit.event("AccessDenied", self.app._ip(request), admin, method=request.method,
+                                 path=request.url.path, detail="own password through the admin endpoint")
+            raise ApiError(403, "forbidden", "change your own password with POST /api/auth/password (it needs the current one)")
         body = await self.app.read_model(request, PasswordReset, admin)
         self._check_password_length(request, admin, body.new_password)
         password_hash = await self.app.passwords.hash_async(body.new_password)
@@ -304,7 +317,7 @@ class Accounts:
             return "session revoked"
         return ""
 
-    def _ws_credential(self, websocket: WebSocket) -> tuple[Optional[SocketSession], str, bool]:
+    def _ws_credential(self, websocket: WebSocket) -> Tuple[Optional[SocketSession], str, bool]:
         """(session, reason, offered_subprotocol). A ticket comes from `?ticket=` or an offered
         subprotocol `wst_...`; without one, `Authorization: Bearer` / `X-API-Key` headers (for
         clients that can send headers). A JWT in `?token=` is refused: it would be logged."""
@@ -316,7 +329,7 @@ class Accounts:
                 return None, "invalid or expired ticket", False
             session = SocketSession(ticket.user_id, ticket.subject, ticket.generation, ticket.session_exp, ticket.key_digest)
             problem = self.session_problem(session)
-            return (None, problem, False) if problem else (session, "ticket", WS_SUBPROTOCOL in offered)
+            return (None, f"ticket: {problem}", False) if problem else (session, "ticket", WS_SUBPROTOCOL in offered)
         if "token" in websocket.query_params:
             return None, "token in the url refused (use a ticket)", False
         user, how = self.app.user_from_headers(websocket.headers)
@@ -327,12 +340,39 @@ class Accounts:
         )
         return session, how, WS_SUBPROTOCOL in offered
 
+    def origin_allowed(self, websocket: WebSocket) -> bool:
+        """A handshake without Origin comes from a client that is not a browser; a browser's must
+        name one of WEBSOCKET_ALLOWED_ORIGINS, or, when that is empty, the host the browser
+        connected to (its Host header's host name): browsers apply no same-origin rule to WebSockets."""
+        origin = websocket.headers.get("origin")
+        if origin is None:
+            return True
+        origin = origin.strip().lower().rstrip("/")
+        allowed = self.app.allowed_origins
+        if allowed:
+            return origin in allowed
+        # Host names only: nginx passes `$host`, without the port the browser used.
+        try:
+            parts = urlsplit(origin)
+            own = urlsplit("//" + websocket.headers.get("host", "").strip().lower()).hostname
+        except ValueError:
+            return False
+        return parts.scheme in ("https", "http") and bool(own) and parts.hostname == own
+
     async def websocket(self, websocket: WebSocket) -> None:
         ip = str(websocket.scope.get("hive.client_ip", "0.0.0.0"))
+        if not self.origin_allowed(websocket):
+            # Refused before any ticket is looked at, and not an event fail2ban counts: a page
+            # elsewhere opening sockets here is its visitor's browser, not an attack by them.
+            self.app.audit.event("AccessDenied", ip, method="GET", path="/ws", detail="origin not allowed")
+            await websocket.close(code=1008)
+            return
         session, how, subprotocol = self._ws_credential(websocket)
         if session is None:
-            # Refused tickets and tokens count as failed credentials; a bare connect does not.
-            event = "AuthenticationRequired" if how in ("missing credentials",) or how.startswith("token in the url") else "UnauthorizedAccess"
+            # A refused header credential counts as a failed one. A ticket does not: it is random,
+            # lives 30 s and is used once, so guessing one is hopeless, while a page can make any
+            # browser offer an unknown one; nor does a bare connect or a token in the URL.
+            event = "UnauthorizedAccess" if how in HEADER_FAILURES else "AuthenticationRequired"
             self.app.audit.event(event, ip, method="GET", path="/ws", detail=how)
             await websocket.close(code=1008)
             return

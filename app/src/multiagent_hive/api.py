@@ -9,13 +9,15 @@ import json
 import logging
 import re
 import time
-from typing import Any, AsyncIterator, Dict, List, Optional, Tuple, Type, Union
+import weakref
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, AsyncIterator, Dict, Iterator, List, Optional, Tuple, Type, Union
 
 from pydantic import BaseModel, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Message, Receive, Scope, Send
 
@@ -23,7 +25,7 @@ from . import __version__, db, openapi
 from .accounts import Accounts
 from .config import Settings
 from .hive import Hive, QueueFull, load_executor, public_task
-from .logs import AuditLog, clean_ip, reopen_app_log
+from .logs import AUDIT_WINDOW_SECONDS, AuditLog, clean_ip, reopen_app_log
 from .ratelimit import TokenBuckets, client_bucket
 from .schemas import (
     AgentCreate,
@@ -95,6 +97,7 @@ class HiveApp:
         self.general_limit = TokenBuckets(settings.rate_limit_per_second, settings.rate_limit_burst)
         self.login_limit = TokenBuckets(settings.login_rate_per_minute / 60.0, settings.login_burst)
         self.trusted = settings.trusted_networks()
+        self.allowed_origins = frozenset(settings.allowed_origins())
         self._trusted_cache: Dict[str, bool] = {}
         self._peer_cache: Dict[str, str] = {}
         self._rate_logged: Dict[str, float] = {}
@@ -123,6 +126,11 @@ class HiveApp:
             *self.accounts.routes(),
         ]
         routes.append(openapi.route(routes, __version__))
+        # JWTs issued before the last restore are refused (store.replay_journal sets the time;
+        # the service is stopped during a restore, so reading it once here is enough).
+        self.sessions_valid_after = store.sessions_valid_after()
+        # Users whose GDPR export is running, each with its own token (_release_export).
+        self.exports: Dict[int, object] = {}
         self.route_names = {r.endpoint: r.path for r in routes}
         self.starlette = Starlette(
             routes=routes,
@@ -135,6 +143,10 @@ class HiveApp:
                 QueueFull: self._queue_full,
             },
         )
+        # No redirect at all (a trailing slash is a 404): Starlette builds a redirect from the
+        # Host and scheme it sees, plain http behind nginx, and a client that follows a 307 sends
+        # the body (a password) again, in clear.
+        self.starlette.router.redirect_slashes = False
 
     # lifecycle ---------------------------------------------------------------------------
     @contextlib.asynccontextmanager
@@ -142,9 +154,12 @@ class HiveApp:
         await self.hive.start()
         flusher = asyncio.ensure_future(self._flush_metrics()) if self.metrics is not None else None
         retention = asyncio.ensure_future(self._retain_audit()) if self.settings.audit_retention_days > 0 else None
+        audit_flusher = asyncio.ensure_future(self._flush_audit())
         try:
             yield
         finally:
+            audit_flusher.cancel()
+            self.audit.flush(everything=True)
             if retention is not None:
                 retention.cancel()
             await self.hive.stop()
@@ -161,6 +176,15 @@ class HiveApp:
                 self.metrics.flush()
             except Exception:  # a full metrics volume must not stop the flushing for good
                 LOG.exception("writing metrics failed")
+
+    async def _flush_audit(self) -> None:
+        """The `repeated=N` lines of the audit log's per-second windows (logs.THROTTLED_EVENTS)."""
+        while True:
+            await asyncio.sleep(AUDIT_WINDOW_SECONDS)
+            try:
+                self.audit.flush()
+            except Exception:  # a full log volume must not stop the flushing for good
+                LOG.exception("writing the audit log failed")
 
     async def _retain_audit(self) -> None:
         """AUDIT_RETENTION_DAYS: at start, then every AUDIT_RETENTION_INTERVAL seconds, delete
@@ -420,7 +444,7 @@ class HiveApp:
             return None, "user no longer exists"
         if user["disabled"]:
             return None, "account disabled"
-        if user["token_generation"] != claims["gen"]:
+        if user["token_generation"] != claims["gen"] or claims["iat"] < self.sessions_valid_after:
             return None, "session revoked"
         user["session_exp"] = float(claims["exp"])
         user["session_generation"] = claims["gen"]
@@ -646,27 +670,64 @@ class HiveApp:
         self.authenticate(request)
         return _json(self.hive.status())
 
-    def _export(self, user_id: int) -> Response:
-        """The GDPR export, read on a connection of its own and rendered in a worker thread: a
-        user with tens of thousands of agents and tasks must not hold the event loop, nor the
-        shared connection's lock (WAL lets this reader run beside the service's writes)."""
-        reader = Store(self.settings.database_path, self.settings.database_encryption_key)
+    def _release_export(self, user_id: int, token: object) -> None:
+        if self.exports.get(user_id) is token:
+            del self.exports[user_id]
+
+    async def _export(self, user_id: int, token: object) -> AsyncIterator[bytes]:
+        """The GDPR export, streamed: read in batches on a connection of its own, in a worker
+        thread of its own (the event loop and the shared connection's lock stay free; WAL lets
+        this reader run beside the service's writes), one chunk at a time as the client takes
+        them. The user's slot in `exports` is freed once the reader is closed."""
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hive-export")
+        reader: Optional[Store] = None
+        chunks: Optional[Iterator[bytes]] = None
+
+        def start() -> Tuple[Store, Iterator[bytes]]:
+            store = Store(self.settings.database_path, self.settings.database_encryption_key)
+            stamp = lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # noqa: E731
+            return store, store.export_user_chunks(user_id, public_task, stamp)
+
+        def finish() -> None:
+            try:
+                if chunks is not None:
+                    chunks.close()  # type: ignore[attr-defined]
+                if reader is not None:
+                    reader.close()
+            finally:
+                try:
+                    loop.call_soon_threadsafe(self._release_export, user_id, token)
+                except RuntimeError:  # the loop is gone: so is the set
+                    pass
+
         try:
-            data = reader.export_user(user_id)
+            reader, pending = await loop.run_in_executor(pool, start)
+            chunks = pending
+            while True:
+                chunk = await loop.run_in_executor(pool, lambda: next(pending, None))
+                if chunk is None:
+                    break
+                yield chunk
         finally:
-            reader.close()
-        for task in data["tasks"]:
-            task.update(public_task(task))
-        data["exported_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        return _json(data)
+            # After the read in flight, in the same thread: a generator is never closed while it runs.
+            pool.submit(finish)
+            pool.shutdown(wait=False)
 
     async def my_data(self, request: Request) -> Response:
         user = self.authenticate(request)
         ip = self._ip(request)
         if request.method == "GET":
-            response = await asyncio.get_running_loop().run_in_executor(None, self._export, user["id"])
+            # One export per user at a time: each holds a reader, a thread and a snapshot.
+            if user["id"] in self.exports:
+                raise ApiError(409, "an export of this account is already running", "retry when it has finished",
+                               headers={"Retry-After": "5"})
+            token = self.exports[user["id"]] = object()
+            body = self._export(user["id"], token)
+            # Also when the body is dropped unread (the client left before the first chunk).
+            weakref.finalize(body, self._release_export, user["id"], token)
             self.audit.event("DataExport", ip, user)
-            return response
+            return StreamingResponse(body, media_type="application/json")
         if user["role"] == "admin" and self.store.count_admins() <= 1:
             raise ApiError(409, "the last admin account cannot be erased", "create another admin first")
         counts = self.store.erase_user(user["id"])

@@ -134,7 +134,7 @@ def cmd_create_api_key(args: argparse.Namespace) -> Dict[str, Any]:
         if not user:
             raise CommandError(f"user {args.user} does not exist")
         key = keys.new()
-        meta = store.create_api_key(user["id"], args.key_name, keys.digest(key), key[:12])
+        meta = store.create_api_key(user["id"], args.key_name, keys.digest(key), key[:12], via="cli")
         audit = AuditLog(settings, sink=store.insert_audit)
         try:
             audit.event("AccountChange", "127.0.0.1", None, action="api-key-create", target=user["pseudonym"],
@@ -238,7 +238,14 @@ def run(argv: Optional[List[str]] = None) -> int:
             result = db.verify_backup(args.verify_backup, s.database_encryption_key)
         elif args.restore:
             s = _settings(args, "database")
-            result = db.restore(s.database_path, s.database_encryption_key, args.restore)
+            from .journal import journal_path
+            from .store import replay_journal
+
+            journal_file = journal_path(s.database_path)
+            result = db.restore(
+                s.database_path, s.database_encryption_key, args.restore,
+                after=lambda conn: replay_journal(conn, s.database_encryption_key, journal_file),
+            )
         elif args.ensure_user:
             result = cmd_ensure_user(args)
         elif args.create_api_key:

@@ -77,6 +77,9 @@ class Settings:
     task_duration_ms: int = 5
     websocket_queue_size: int = 256
     websocket_max_per_user: int = 8
+    # Origins (scheme://host[:port], comma-separated) a browser may open /ws from; empty: only
+    # the host it connected to (same origin).
+    websocket_allowed_origins: str = ""
     # Tasks waiting for an agent, at most; one more gets 503 (each is held in memory).
     max_pending_tasks: int = 100000
     # audit_events rows older than this are deleted (hourly and at start); 0 keeps them forever.
@@ -102,6 +105,9 @@ class Settings:
 
     def trusted_networks(self) -> List[Union[ipaddress.IPv4Network, ipaddress.IPv6Network]]:
         return [ipaddress.ip_network(p.strip(), strict=False) for p in self.trusted_proxies.split(",") if p.strip()]
+
+    def allowed_origins(self) -> List[str]:
+        return [o.strip().lower().rstrip("/") for o in self.websocket_allowed_origins.split(",") if o.strip()]
 
     def python_log_level(self) -> str:
         return LOG_LEVELS.get(self.log_level.lower(), "INFO")
@@ -336,6 +342,9 @@ def validate(settings: Settings, scope: str = "all") -> List[str]:
         settings.trusted_networks()
     except ValueError as exc:
         problems.append(f"TRUSTED_PROXIES: {exc}")
+    for origin in settings.allowed_origins():
+        if not re.fullmatch(r"https?://[a-z0-9.\[\]:-]+", origin):
+            problems.append(f"WEBSOCKET_ALLOWED_ORIGINS: {origin!r} is not scheme://host[:port]")
     positive = (
         "jwt_expiry_seconds", "max_body_bytes", "rate_limit_per_second", "rate_limit_burst",
         "login_rate_per_minute", "login_burst", "argon2_time_cost", "argon2_parallelism",

@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import tempfile
-from typing import Any, Dict, FrozenSet, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from sqlcipher3 import dbapi2
 
@@ -121,6 +121,29 @@ MIGRATIONS: List[Tuple[int, str, List[str]]] = [
             "CREATE INDEX tasks_state_created_at ON tasks(state, created_at)",
             # The retention deletes by age.
             "CREATE INDEX audit_events_ts ON audit_events(ts)",
+        ],
+    ),
+    (
+        5,
+        "key origin, audit target, restore state",
+        [
+            # 'cli' for a key an admin made on the host, 'http' for one minted over the API: a
+            # password change or a disable ends every 'http' key of the user. Existing unbound
+            # keys are 'cli' unless their creation's audit row shows the API made them.
+            "ALTER TABLE api_keys ADD COLUMN created_via TEXT",
+            "UPDATE api_keys SET created_via = CASE WHEN session_generation IS NOT NULL OR EXISTS ("
+            " SELECT 1 FROM audit_events a WHERE a.event = 'AccountChange'"
+            " AND a.detail LIKE '%action=api-key-create %'"
+            " AND a.detail LIKE '% key_id=' || api_keys.id || ' bound_to_session=%')"
+            " THEN 'http' ELSE 'cli' END",
+            # The user an AccountChange was about (its `target=` pseudonym): the GDPR export
+            # includes what others did to the user.
+            "ALTER TABLE audit_events ADD COLUMN target_ref TEXT",
+            "UPDATE audit_events SET target_ref = substr(detail, instr(detail, 'target=') + 7, 18)"
+            " WHERE event = 'AccountChange' AND instr(detail, 'target=u-') > 0",
+            "CREATE INDEX audit_events_target ON audit_events(target_ref) WHERE target_ref IS NOT NULL",
+            # Small named values of the service: `sessions_valid_after` (set by a restore).
+            "CREATE TABLE service_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ],
     ),
 ]
@@ -406,7 +429,11 @@ def verify_backup(source: str, key: str) -> Dict[str, Any]:
     return {"changed": False, "message": f"backup {source} ok", "path": source, "counts": counts, **result}
 
 
-def restore(path: str, key: str, source: str) -> Dict[str, Any]:
+def restore(path: str, key: str, source: str, after: Optional[Callable[[Any], Dict[str, Any]]] = None) -> Dict[str, Any]:
+    """Restore `source` over the database at `path` (kept as `<path>.pre-restore-<ts>`), migrate
+    it, run `after(connection)` on it (the CLI replays the credential journal there), check it.
+    `after`'s answer is part of the result."""
+    replayed: Dict[str, Any] = {}
     with _Plain(source) as plain:
         src = connect(plain, key, readonly=True)
         try:
@@ -430,19 +457,37 @@ def restore(path: str, key: str, source: str) -> Dict[str, Any]:
                         os.chmod(previous, 0o600)
                     finally:
                         current.close()
-            target = connect(path, key, create=True)
+            # Prepared beside the database and moved over it only when complete: a restore that
+            # fails half-way (a journal that cannot be replayed) leaves the database as it was.
+            staged = os.path.join(os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.restore-{os.getpid()}")
+            _wipe(staged)
             try:
-                src.backup(target)
-                migrate(target)
-                result = check(target, path)
+                target = connect(staged, key, create=True)
+                try:
+                    src.backup(target)
+                    migrate(target)
+                    if after is not None:
+                        try:
+                            replayed = after(target)
+                        except (OSError, ValueError, KeyError, sqlite.Error) as exc:
+                            raise DatabaseError(f"replaying the credential journal failed, nothing restored: {exc}") from exc
+                    result = check(target, staged)
+                    target.execute("PRAGMA journal_mode = DELETE")  # one self-contained file to move
+                finally:
+                    target.close()
+                os.chmod(staged, 0o600)
+                for suffix in ("-wal", "-shm"):
+                    if os.path.exists(path + suffix):
+                        os.unlink(path + suffix)
+                os.replace(staged, path)
             finally:
-                target.close()
-            os.chmod(path, 0o600)
+                _wipe(staged)
         finally:
             src.close()
     return {
         "changed": True,
         "message": f"restored {path} from {source}",
         "previous": previous,
+        **replayed,
         **result,
     }

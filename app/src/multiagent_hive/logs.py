@@ -8,7 +8,8 @@ import os
 import re
 import sys
 import threading
-from typing import Any, Callable, Dict, List, Optional
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import quote
 
 from .config import LOG_LEVELS, Settings
@@ -49,6 +50,32 @@ AUDIT_SEVERITY = {
     "AccountChange": logging.WARNING,
     "LoginBackoff": logging.WARNING,
 }
+
+
+# Events a client can cause at the request rate, without (or with a failing) credential: at
+# most AUDIT_BURST lines per client, event, user and second are written, the rest of that second
+# is counted and written as one line with `repeated=N` when the second is over. So a flood grows
+# the audit log (and table) with its duration, not its request count. AUDIT_BURST is the
+# ai-orchestrator-auth jail's default maxretry: failures still reach fail2ban one line each up
+# to there, and a flood of them adds a line a second on top.
+THROTTLED_EVENTS = frozenset({
+    "AuthenticationFailure", "UnauthorizedAccess", "AuthenticationRequired", "AccessDenied",
+    "InvalidInput", "SuspiciousActivity",
+})
+AUDIT_BURST = 5
+AUDIT_WINDOW_SECONDS = 1.0
+AUDIT_THROTTLE_ENTRIES = 10_000
+Sink = Callable[[str, str, str, Optional[Dict[str, Any]], str, Optional[str]], None]
+
+
+class _Window:
+    __slots__ = ("start", "written", "repeated", "user")
+
+    def __init__(self, start: float, user: Optional[Dict[str, Any]]) -> None:
+        self.start = start
+        self.written = 0
+        self.repeated = 0
+        self.user = user
 
 
 class ReopenableFileHandler(logging.FileHandler):
@@ -149,7 +176,7 @@ class AuditLog:
     Lines: `<ts> event=<Type> client_id=<ip> key=value...`. The user appears only as a
     pseudonym (`user=u-...`), never by name."""
 
-    def __init__(self, settings: Settings, sink: Optional[Callable[[str, str, str, Optional[Dict[str, Any]], str], None]] = None) -> None:
+    def __init__(self, settings: Settings, sink: Optional[Sink] = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.enabled = settings.enable_audit_logging
         self.path = settings.audit_log_path
         self.min_level = logging.getLevelName(LOG_LEVELS.get(settings.security_log_level.lower(), "INFO"))
@@ -157,6 +184,9 @@ class AuditLog:
         self.fd: Optional[int] = None
         self.lock = threading.Lock()
         self.listeners: List[Callable[[str], None]] = []
+        self.clock = clock
+        # (event, client, pseudonym) -> the current second's window (THROTTLED_EVENTS only).
+        self.windows: Dict[Tuple[str, str, Optional[str]], _Window] = {}
         if self.enabled:
             self.fd = self._open()
 
@@ -173,6 +203,7 @@ class AuditLog:
             os.close(old)
 
     def close(self) -> None:
+        self.flush(everything=True)
         with self.lock:
             if self.fd is not None:
                 os.close(self.fd)
@@ -190,8 +221,43 @@ class AuditLog:
             listener(event)
         if not self.enabled or AUDIT_SEVERITY[event] < self.min_level:
             return
-        ts = timestamp()
         client = clean_ip(client_ip)
+        if event in THROTTLED_EVENTS and not self._admit(event, client, user):
+            return
+        self._write(event, client, user, fields)
+
+    def _admit(self, event: str, client: str, user: Optional[Dict[str, Any]]) -> bool:
+        """Whether this event gets its own line (see THROTTLED_EVENTS)."""
+        now = self.clock()
+        key = (event, client, user.get("pseudonym") if user else None)
+        window = self.windows.get(key)
+        if window is None or now - window.start >= AUDIT_WINDOW_SECONDS:
+            if window is not None and window.repeated:
+                self._write(event, client, window.user, {"repeated": window.repeated})
+            if window is None and len(self.windows) >= AUDIT_THROTTLE_ENTRIES:
+                self.flush(everything=True)
+            window = self.windows[key] = _Window(now, user)
+        if window.written < AUDIT_BURST:
+            window.written += 1
+            return True
+        window.repeated += 1
+        return False
+
+    def flush(self, everything: bool = False) -> int:
+        """Write the `repeated=N` line of every window whose second is over (of all of them
+        with everything=True) and forget those windows; called every second by the service."""
+        now = self.clock()
+        lines = 0
+        for key, window in list(self.windows.items()):
+            if everything or now - window.start >= AUDIT_WINDOW_SECONDS:
+                del self.windows[key]
+                if window.repeated:
+                    self._write(key[0], key[1], window.user, {"repeated": window.repeated})
+                    lines += 1
+        return lines
+
+    def _write(self, event: str, client: str, user: Optional[Dict[str, Any]], fields: Dict[str, Any]) -> None:
+        ts = timestamp()
         parts = [ts, f"event={event}", f"client_id={client}"]
         if user and user.get("pseudonym"):
             parts.append(f"user={_enc(user['pseudonym'])}")
@@ -208,6 +274,7 @@ class AuditLog:
                 os.write(self.fd, line.encode("utf-8"))
         if self.sink is not None:
             try:
-                self.sink(ts, event, client, user, " ".join(detail_parts))
+                target = fields.get("target")
+                self.sink(ts, event, client, user, " ".join(detail_parts), target if isinstance(target, str) else None)
             except Exception:  # the flat file already has the event
                 LOG.exception("could not store audit event in the database")

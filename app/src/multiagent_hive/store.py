@@ -7,11 +7,12 @@ import json
 import os
 import secrets
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import db
+from . import db, journal
 from .security import new_pseudonym
 
 
@@ -27,6 +28,9 @@ USER_COLUMNS = "id, username, role, pseudonym, subject, token_generation, disabl
 AGENT_COLUMNS = "id, name, type, capabilities, state, current_task, tasks_completed, created_at, updated_at"
 # One SQL statement and its parameters.
 Statement = Tuple[str, Tuple[Any, ...]]
+# What a restore puts where a password changed after the backup was taken: no hash, so no
+# password matches until an admin sets a new one (the journal keeps no hash to restore).
+LOCKED_PASSWORD = "!locked: the password changed after the restored backup; reset it"
 TASK_COLUMNS = (
     "id, description, priority, required_capabilities, state, assigned_agent, result, error, "
     "created_at, updated_at"
@@ -39,6 +43,8 @@ class Store:
 
     def __init__(self, path: str, key: str) -> None:
         self.path = path
+        self.key = key
+        self.journal = journal.journal_path(path)
         self.conn = db.connect(path, key)
         self.conn.row_factory = _row
         self.lock = threading.RLock()
@@ -143,6 +149,16 @@ class Store:
         return int(row["n"]) if row else 0
 
     # credential lifecycle ---------------------------------------------------------------
+    # Each change is written to the credential journal inside its transaction, before COMMIT:
+    # a change the journal could not take is not made, and one the journal has survives a
+    # restore of an older backup (replay_journal).
+    def _record(self, conn: Any, user_id: int, op: str, **fields: Any) -> bool:
+        row = conn.execute("SELECT subject FROM users WHERE id = ?", (user_id,)).fetchone()
+        if row is None:
+            return False
+        journal.append(self.journal, {"op": op, "subject": row["subject"], "ts": utcnow(), **fields})
+        return True
+
     def _end_sessions(self, conn: Any, user_id: int) -> None:
         """Move the token generation on (every JWT issued before stops working) and drop the
         keys that were minted by a JWT of an older generation."""
@@ -153,27 +169,41 @@ class Store:
             (user_id, user_id),
         )
 
+    def _end_api_made_keys(self, conn: Any, user_id: int) -> int:
+        """Delete every key of the user not made by an admin on the host (--create-api-key)."""
+        self._record(conn, user_id, "revoke-keys", scope="http")
+        return int(conn.execute(
+            "DELETE FROM api_keys WHERE user_id = ? AND created_via IS NOT 'cli'", (user_id,)
+        ).rowcount)
+
     def set_password(self, user_id: int, password_hash: str) -> bool:
+        """Ends the sessions and every key the user did not get from the CLI."""
         with self.transaction() as conn:
-            if conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id)).rowcount == 0:
+            if not self._record(conn, user_id, "password", fingerprint=journal.fingerprint(self.key, password_hash)):
                 return False
+            conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (password_hash, user_id))
+            self._end_api_made_keys(conn, user_id)
             self._end_sessions(conn, user_id)
         return True
 
     def set_role(self, user_id: int, role: str) -> bool:
         with self.transaction() as conn:
-            if conn.execute("UPDATE users SET role = ? WHERE id = ?", (role, user_id)).rowcount == 0:
+            if not self._record(conn, user_id, "role", role=role):
                 return False
+            conn.execute("UPDATE users SET role = ? WHERE id = ?", (role, user_id))
             self._end_sessions(conn, user_id)
         return True
 
     def set_disabled(self, user_id: int, disabled: bool) -> bool:
-        """Disabling ends the sessions; the user's other keys are refused while disabled (the
-        key lookup joins on `disabled = 0`) and work again after enabling."""
+        """Disabling ends the sessions and every key the user did not get from the CLI; the
+        CLI-made keys are refused while disabled (the key lookup joins on `disabled = 0`) and
+        work again after enabling."""
         with self.transaction() as conn:
-            if conn.execute("UPDATE users SET disabled = ? WHERE id = ?", (int(disabled), user_id)).rowcount == 0:
+            if not self._record(conn, user_id, "disabled", value=bool(disabled)):
                 return False
+            conn.execute("UPDATE users SET disabled = ? WHERE id = ?", (int(disabled), user_id))
             if disabled:
+                self._end_api_made_keys(conn, user_id)
                 self._end_sessions(conn, user_id)
         return True
 
@@ -181,7 +211,7 @@ class Store:
         """End every JWT and delete every API key of the user; the number of keys deleted, or
         None when there is no such user."""
         with self.transaction() as conn:
-            if conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone() is None:
+            if not self._record(conn, user_id, "revoke-keys", scope="all"):
                 return None
             keys = int(conn.execute("DELETE FROM api_keys WHERE user_id = ?", (user_id,)).rowcount)
             self._end_sessions(conn, user_id)
@@ -189,16 +219,20 @@ class Store:
 
     # api keys --------------------------------------------------------------------------
     def create_api_key(
-        self, user_id: int, name: str, key_hash: str, prefix: str, session_generation: Optional[int] = None
+        self, user_id: int, name: str, key_hash: str, prefix: str, session_generation: Optional[int] = None,
+        via: str = "http",
     ) -> Dict[str, Any]:
         """session_generation: the token generation of the JWT that minted the key (the key ends
-        with that session), None for a key made on the host (ends on revoke or delete only)."""
+        with that session), None otherwise. via: 'cli' for a key an admin made on the host (ends
+        on revoke or delete only), 'http' for one minted over the API (ends also with a password
+        change or a disable of the user)."""
+        assert via in ("cli", "http")
         now = utcnow()
         with self.lock:
             cur = self.conn.execute(
-                "INSERT INTO api_keys (user_id, name, key_hash, prefix, created_at, session_generation)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (user_id, name, key_hash, prefix, now, session_generation),
+                "INSERT INTO api_keys (user_id, name, key_hash, prefix, created_at, session_generation, created_via)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (user_id, name, key_hash, prefix, now, session_generation, via),
             )
             return {"id": int(cur.lastrowid), "name": name, "prefix": prefix, "created_at": now}
 
@@ -223,7 +257,13 @@ class Store:
         return rows
 
     def revoke_api_key(self, user_id: int, key_id: int) -> bool:
-        return self.execute("DELETE FROM api_keys WHERE id = ? AND user_id = ?", (key_id, user_id)) > 0
+        with self.transaction() as conn:
+            row = conn.execute("SELECT key_hash FROM api_keys WHERE id = ? AND user_id = ?", (key_id, user_id)).fetchone()
+            if row is None:
+                return False
+            journal.append(self.journal, {"op": "revoke-key", "key_hash": row["key_hash"], "ts": utcnow()})
+            conn.execute("DELETE FROM api_keys WHERE id = ?", (key_id,))
+        return True
 
     def touch_api_key(self, key_id: int) -> None:
         self.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (utcnow(), key_id))
@@ -340,15 +380,18 @@ class Store:
             (cutoff, batch),
         )
 
-    def insert_audit(self, ts: str, event: str, client_id: str, user: Optional[Dict[str, Any]], detail: str) -> None:
+    def insert_audit(
+        self, ts: str, event: str, client_id: str, user: Optional[Dict[str, Any]], detail: str, target: Optional[str] = None
+    ) -> None:
         self.execute(
-            "INSERT INTO audit_events (ts, event, client_id, user_id, user_ref, username, detail) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO audit_events (ts, event, client_id, user_id, user_ref, username, detail, target_ref)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 ts, event, client_id,
                 user["id"] if user else None,
                 user["pseudonym"] if user else None,
                 user["username"] if user else None,
-                detail,
+                detail, target,
             ),
         )
 
@@ -356,6 +399,79 @@ class Store:
         return {r["event"]: int(r["n"]) for r in self.all("SELECT event, count(*) AS n FROM audit_events GROUP BY event")}
 
     # GDPR ------------------------------------------------------------------------------
+    EXPORT_BATCH_ROWS = 500
+    EXPORT_CHUNK_BYTES = 64 * 1024
+
+    def export_user_chunks(
+        self, user_id: int, task_view: Callable[[Dict[str, Any]], Dict[str, Any]], exported_at: Callable[[], str]
+    ) -> Iterator[bytes]:
+        """The user's data as one JSON document, in chunks of about EXPORT_CHUNK_BYTES: rows are
+        read EXPORT_BATCH_ROWS at a time, so memory stays flat however many rows the user has.
+        Keys: user, api_keys, agents, tasks, audit_events (the user's own), actions_by_others
+        (what an admin or the CLI did to the account, logged with its pseudonym as target; the
+        actor is left out: that is someone else's data), exported_at. One read transaction: a
+        consistent snapshot (WAL lets the service write meanwhile)."""
+        profile = self.one("SELECT id, username, role, pseudonym, created_at FROM users WHERE id = ?", (user_id,))
+        if profile is None:
+            return
+        buffer: List[str] = []
+        size = 0
+
+        def put(text: str) -> Optional[bytes]:
+            nonlocal size
+            buffer.append(text)
+            size += len(text)
+            if size < self.EXPORT_CHUNK_BYTES:
+                return None
+            chunk = "".join(buffer).encode("utf-8")
+            buffer.clear()
+            size = 0
+            return chunk
+
+        sections: List[Tuple[str, str, Tuple[Any, ...], Callable[[Dict[str, Any]], Dict[str, Any]]]] = [
+            ("api_keys", "SELECT id, name, prefix, created_at, last_used_at FROM api_keys WHERE user_id = ? ORDER BY id",
+             (user_id,), dict),
+            ("agents", f"SELECT {AGENT_COLUMNS} FROM agents WHERE created_by = ? ORDER BY created_at", (user_id,),
+             self._agent),
+            ("tasks", f"SELECT {TASK_COLUMNS} FROM tasks WHERE created_by = ? ORDER BY created_at", (user_id,),
+             lambda row: task_view(self._task(row))),
+            ("audit_events", "SELECT ts, event, client_id, detail FROM audit_events WHERE user_id = ? ORDER BY id",
+             (user_id,), dict),
+            ("actions_by_others", "SELECT ts, event, detail FROM audit_events WHERE target_ref = ?"
+             " AND (user_id IS NULL OR user_id != ?) ORDER BY id", (profile["pseudonym"], user_id), dict),
+        ]
+        with self.transaction_read() as conn:
+            chunk = put('{"user":' + json.dumps(profile))
+            for name, sql, params, view in sections:
+                chunk = put(f',"{name}":[') or chunk
+                if chunk:
+                    yield chunk
+                    chunk = None
+                cursor = conn.execute(sql, params)
+                first = True
+                while True:
+                    rows = cursor.fetchmany(self.EXPORT_BATCH_ROWS)
+                    if not rows:
+                        break
+                    for row in rows:
+                        chunk = put(("" if first else ",") + json.dumps(view(row)))
+                        first = False
+                        if chunk:
+                            yield chunk
+                put("]")
+        put(',"exported_at":' + json.dumps(exported_at()) + "}")
+        yield "".join(buffer).encode("utf-8")
+
+    @contextmanager
+    def transaction_read(self) -> Iterator[Any]:
+        """A read transaction on this connection: every read in it sees one snapshot."""
+        with self.lock:
+            self.conn.execute("BEGIN")
+            try:
+                yield self.conn
+            finally:
+                self.conn.execute("ROLLBACK")
+
     def export_user(self, user_id: int) -> Dict[str, Any]:
         with self.lock:
             profile = self.one("SELECT id, username, role, pseudonym, created_at FROM users WHERE id = ?", (user_id,))
@@ -381,14 +497,13 @@ class Store:
 
         After this, the pseudonym in audit lines maps to nobody: the users row was the only link."""
         with self.transaction() as conn:
-            keys = conn.execute("DELETE FROM api_keys WHERE user_id = ?", (user_id,)).rowcount
-            agents = conn.execute("UPDATE agents SET created_by = NULL WHERE created_by = ?", (user_id,)).rowcount
-            tasks = conn.execute("UPDATE tasks SET created_by = NULL WHERE created_by = ?", (user_id,)).rowcount
-            audit = conn.execute(
-                "UPDATE audit_events SET user_id = NULL, username = NULL WHERE user_id = ?", (user_id,)
-            ).rowcount
-            conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
-        return {"api_keys": keys, "agents_unlinked": agents, "tasks_unlinked": tasks, "audit_events_pseudonymised": audit}
+            self._record(conn, user_id, "erase")
+            return erase(conn, user_id)
+
+    def sessions_valid_after(self) -> int:
+        """JWTs issued (`iat`) before this Unix time are refused: the time of the last restore."""
+        row = self.one("SELECT value FROM service_state WHERE name = 'sessions_valid_after'")
+        return int(row["value"]) if row else 0
 
 
 class ThreadReader:
@@ -467,3 +582,90 @@ class GroupCommit:
                 future.set_result(None)
             else:
                 future.set_exception(error)
+
+
+def erase(conn: Any, user_id: int) -> Dict[str, int]:
+    """Store.erase_user's statements, for a caller's transaction (also the journal's replay)."""
+    keys = conn.execute("DELETE FROM api_keys WHERE user_id = ?", (user_id,)).rowcount
+    agents = conn.execute("UPDATE agents SET created_by = NULL WHERE created_by = ?", (user_id,)).rowcount
+    tasks = conn.execute("UPDATE tasks SET created_by = NULL WHERE created_by = ?", (user_id,)).rowcount
+    audit = conn.execute("UPDATE audit_events SET user_id = NULL, username = NULL WHERE user_id = ?", (user_id,)).rowcount
+    conn.execute("DELETE FROM users WHERE id = ?", (user_id,))
+    return {"api_keys": keys, "agents_unlinked": agents, "tasks_unlinked": tasks, "audit_events_pseudonymised": audit}
+
+
+def replay_journal(conn: Any, key: str, journal_file: str, now: Optional[float] = None) -> Dict[str, Any]:
+    """Bring a just-restored database (a plain db.connect connection) up to the credential
+    journal, in one transaction, then end every session issued before the restore:
+
+    - revoked keys stay deleted; keys a revocation, password change or disable ended stay
+      deleted (those created before it: a key made later, and in the backup, is kept);
+    - the newest disabled flag and role of each user are set;
+    - a user whose password changed after the backup gets no password (LOCKED_PASSWORD) until
+      an admin resets it: the journal keeps no hash;
+    - erased users are erased again;
+    - every user's token generation moves on, every session-bound key is deleted, and JWTs
+      issued before now are refused (service_state sessions_valid_after)."""
+    revoked_hashes: List[str] = []
+    revoked_keys: List[Tuple[str, str, str]] = []
+    latest: Dict[str, Dict[str, Any]] = {}
+    erased: List[str] = []
+    count = 0
+    for record in journal.records(journal_file):
+        count += 1
+        op, subject = record["op"], record.get("subject")
+        if op == "revoke-key":
+            revoked_hashes.append(str(record["key_hash"]))
+        elif op == "revoke-keys":
+            revoked_keys.append((str(subject), str(record["ts"]), str(record.get("scope"))))
+        elif op == "erase":
+            erased.append(str(subject))
+        elif op in ("password", "disabled", "role"):
+            value = record.get({"password": "fingerprint", "disabled": "value", "role": "role"}[op])
+            latest.setdefault(str(subject), {})[op] = value
+    valid_after = int(time.time() if now is None else now) + 1
+    result: Dict[str, Any] = {"journal_records": count, "api_keys_deleted": 0, "passwords_locked": [],
+                              "users_erased": 0, "sessions_valid_after": valid_after}
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        def user(subject: str) -> Optional[Tuple[Any, ...]]:
+            found: Optional[Tuple[Any, ...]] = conn.execute(
+                "SELECT id, username, password_hash FROM users WHERE subject = ?", (subject,)
+            ).fetchone()
+            return found
+
+        for key_hash in revoked_hashes:
+            result["api_keys_deleted"] += conn.execute("DELETE FROM api_keys WHERE key_hash = ?", (key_hash,)).rowcount
+        for subject, ts, scope in revoked_keys:
+            only_api = " AND created_via IS NOT 'cli'" if scope == "http" else ""
+            result["api_keys_deleted"] += conn.execute(
+                "DELETE FROM api_keys WHERE user_id = (SELECT id FROM users WHERE subject = ?) AND created_at <= ?" + only_api,
+                (subject, ts),
+            ).rowcount
+        for subject in erased:
+            found = user(subject)
+            if found is not None:
+                erase(conn, found[0])
+                result["users_erased"] += 1
+        for subject, changes in latest.items():
+            found = user(subject)
+            if found is None:
+                continue
+            user_id, username, password_hash = found
+            if "password" in changes and journal.fingerprint(key, password_hash) != changes["password"]:
+                conn.execute("UPDATE users SET password_hash = ? WHERE id = ?", (LOCKED_PASSWORD, user_id))
+                result["passwords_locked"].append(username)
+            if "disabled" in changes:
+                conn.execute("UPDATE users SET disabled = ? WHERE id = ?", (int(bool(changes["disabled"])), user_id))
+            if changes.get("role") in ("admin", "operator", "viewer"):
+                conn.execute("UPDATE users SET role = ? WHERE id = ?", (changes["role"], user_id))
+        conn.execute("UPDATE users SET token_generation = token_generation + 1")
+        result["api_keys_deleted"] += conn.execute("DELETE FROM api_keys WHERE session_generation IS NOT NULL").rowcount
+        conn.execute(
+            "INSERT OR REPLACE INTO service_state (name, value) VALUES ('sessions_valid_after', ?)", (str(valid_after),)
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return result

@@ -239,6 +239,11 @@ def admin_password(host: Any) -> str:
 _ADMIN_TOKENS: Dict[str, str] = {}
 
 
+def forget_admin_tokens() -> None:
+    """After a restore every JWT issued before it is refused: log in again."""
+    _ADMIN_TOKENS.clear()
+
+
 def _admin_login(host: Any, client: Client, password: str) -> str:
     key = f"{host.backend.get_pytest_id()} {client.base}"
     if key not in _ADMIN_TOKENS:

@@ -8,7 +8,7 @@ from typing import Any, List
 
 import pytest
 
-from conftest import Client, layout
+from conftest import Client, forget_admin_tokens, layout
 from helpers import wait_healthy
 
 SCRIPT = "/usr/local/bin/backup-ai-orchestrator"
@@ -115,7 +115,10 @@ def test_backup_restore_round_trip_loses_no_rows(host: Any, app_client: Client, 
         assert verify.rc == 0, verify.stderr
     finally:
         host.run(f"systemctl start {L.service}")
+        forget_admin_tokens()  # every session from before the restore has ended
     wait_healthy(app_client)
+    # The admin's JWT from before the restore is refused now.
+    assert app_client.get("/api/agents", headers=auth).status == 401
     token = app_client.post(
         "/api/auth/login",
         json_body={"username": "admin", "password": host.file(L.admin_password_file).content_string.strip()},
