@@ -401,7 +401,7 @@ def render_with(tmp_path: Path, templates: list[str], extra: dict[str, Any]) -> 
 
 def test_the_webhook_url_is_in_no_unit_and_on_no_command_line(tmp_path: Path) -> None:
     """A webhook URL with the characters curl's config syntax escapes: it reaches curl through
-    the credential file only, never through the unit's environment or curl's argv."""
+    its configuration file only, never through the unit's environment or curl's argv."""
     url = 'https://hooks.example/services/T0/B1/' + secrets_token() + '?q="x"\\y'
     rendered = render_with(tmp_path, [
         "hub_monitoring/templates/ai-orchestrator-log-monitor.service.j2",
@@ -410,13 +410,13 @@ def test_the_webhook_url_is_in_no_unit_and_on_no_command_line(tmp_path: Path) ->
     ], {"hub_monitoring_alert_webhook": url, "hub_monitoring_alert_max_per_minute": 10,
         "hub_log_dir": "/var/log/ai-orchestrator"})
     unit = rendered["hub_monitoring/templates/ai-orchestrator-log-monitor.service.j2"]
-    assert url not in unit and "ALERT_WEBHOOK" not in unit, unit
-    assert "\nLoadCredential=alert-webhook:/etc/ai-orchestrator-alert-webhook.curl\n" in unit, unit
+    assert url not in unit and "ALERT_WEBHOOK=" not in unit, unit
+    assert re.findall(r"^Environment=ALERT_WEBHOOK\S*", unit, re.M) == [
+        "Environment=ALERT_WEBHOOK_CONFIG=/etc/ai-orchestrator-alert-webhook.curl"], unit
 
     # The rendered command, run with a stand-in curl that records its argv and what its config says.
-    creds = tmp_path / "credentials"
-    creds.mkdir()
-    (creds / "alert-webhook").write_text(rendered["hub_monitoring/templates/alert-webhook.curl.j2"])
+    config = tmp_path / "alert-webhook.curl"
+    config.write_text(rendered["hub_monitoring/templates/alert-webhook.curl.j2"])
     bindir = tmp_path / "bin"
     bindir.mkdir()
     (bindir / "curl").write_text(
@@ -432,7 +432,7 @@ def test_the_webhook_url_is_in_no_unit_and_on_no_command_line(tmp_path: Path) ->
     script = tmp_path / "alert"
     script.write_text(rendered["hub_monitoring/templates/ai-orchestrator-alert.j2"])
     run = subprocess.run(["/bin/sh", str(script), "subject"], input="text", text=True, capture_output=True,
-                         env={"PATH": f"{bindir}:/usr/bin:/bin", "CREDENTIALS_DIRECTORY": str(creds)}, timeout=60)
+                         env={"PATH": f"{bindir}:/usr/bin:/bin", "ALERT_WEBHOOK_CONFIG": str(config)}, timeout=60)
     assert run.returncode == 0, run.stderr
     called = json.loads((tmp_path / "curl.json").read_text())
     assert called["url"] == url, called

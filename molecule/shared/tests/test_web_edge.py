@@ -163,15 +163,21 @@ def test_port_80_drops_a_slow_header_within_the_timeout(host: Any) -> None:
 
 @pytest.mark.checklist("PRE-APP-3")
 def test_alert_webhook_url_is_in_no_unit_and_no_argv(host: Any) -> None:
+    """The unit names the file, never the URL, and the file is the monitor's account's alone (that
+    curl gets the URL from it, not from its command line: tests/platforms runs the command)."""
+    L = layout(host)
     unit = "ai-orchestrator-log-monitor"
-    show = host.check_output(f"systemctl show -p Environment -p LoadCredential {unit}")
+    show = host.check_output(f"systemctl show -p Environment {unit}")
     assert "ALERT_WEBHOOK=" not in show, show
-    if "alert-webhook:" not in show:
+    if "ALERT_WEBHOOK_CONFIG=" not in show:
         pytest.skip("no alert webhook configured on this host (hub_monitoring_alert_webhook)")
-    path = show.split("alert-webhook:", 1)[1].split()[0]
+    path = show.split("ALERT_WEBHOOK_CONFIG=", 1)[1].split()[0]
     with host.sudo():
         f = host.file(path)
-        assert f.user == "root" and f.mode == 0o600, (f.user, oct(f.mode))
-        url = f.content_string.split('url = "', 1)[1].rsplit('"', 1)[0]
-    assert url and url not in show
-    assert url not in host.file("/etc/systemd/system/ai-orchestrator-log-monitor.service").content_string
+        assert f.user == L.user and f.mode == 0o600, (f.user, oct(f.mode))
+        url = f.content_string.split('url = "', 1)[1].rsplit('"', 1)[0].replace('\\"', '"')
+        unit_text = host.check_output(f"systemctl cat {unit}")
+    assert url and url not in show and url not in unit_text
+    with host.sudo():
+        other = host.run(f"runuser -u nobody -- cat {shlex.quote(path)}")
+    assert other.rc != 0
