@@ -442,3 +442,28 @@ def test_the_webhook_url_is_in_no_unit_and_on_no_command_line(tmp_path: Path) ->
 def secrets_token() -> str:
     import secrets
     return secrets.token_urlsafe(18)
+
+
+@pytest.mark.parametrize("extra, named", [
+    ({"hub_nginx_hsts_preload": True}, "hub_nginx_tls_mode is selfsigned"),
+    ({"hub_nginx_hsts_preload": True, "hub_nginx_tls_mode": "acme", "hub_nginx_acme_email": "ops@example.org",
+      "hub_nginx_hsts_include_subdomains": False}, "hub_nginx_hsts_include_subdomains true (False)"),
+    ({"hub_nginx_hsts_preload": True, "hub_nginx_tls_mode": "acme", "hub_nginx_acme_email": "ops@example.org",
+      "hub_nginx_hsts_max_age": 86400}, "at least 31536000 (86400)"),
+])
+def test_hsts_preload_is_refused_where_the_preload_lists_would_not_take_it(
+        tmp_path: Path, extra: dict[str, Any], named: str) -> None:
+    """Only the check runs (--tags pre-tls-4 in check mode; it comes before anything is installed)."""
+    play = tmp_path / "play.yml"
+    play.write_text("- hosts: localhost\n  gather_facts: true\n  roles: [hub_nginx]\n")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_STRATEGY="linear", ANSIBLE_ROLES_PATH=str(ROLES))
+    binary = Path(sys.executable).parent / "ansible-playbook"
+    run = subprocess.run(
+        [str(binary) if binary.exists() else "ansible-playbook", "-i", "localhost,", "-c", "local", "--check",
+         "--tags", "pre-tls-4", str(play), "-e", json.dumps(extra)],
+        env=env, capture_output=True, text=True, timeout=300, check=False)
+    out = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode != 0 and "Check the HSTS preload request" in out, out[-3000:]
+    assert named in out, out[-3000:]
+    assert "Install the site and its snippets" not in out
