@@ -70,6 +70,9 @@ def test_removed_variables_fail_early_with_their_replacement(tmp_path: Path) -> 
     ({"hub_service_user": "Hive User"}, "hub_service_user"),
     ({"hub_metrics_port": 8080}, "ports distinct"),
     ({"hub_http_port": 70000}, "ports distinct"),
+    ({"hub_http_socket": "/var/run/hub.sock"}, "hub_http_socket"),
+    ({"hub_http_socket": "run/hub/http.sock"}, "hub_http_socket"),
+    ({"hub_http_socket": "/run/" + "h" * 100 + "/http.sock"}, "hub_http_socket"),
 ])
 def test_malformed_layouts_are_refused(tmp_path: Path, extra: Dict[str, Any], named: str) -> None:
     result = run(tmp_path, extra)

@@ -306,3 +306,164 @@ def test_role_shell_files_pass_shellcheck() -> None:
     scripts = [Path(name) for name in shell_scripts(texts)]
     if scripts:
         assert shellcheck(scripts) == ""
+
+
+# The web edge: what nginx, the app's unit and the MAC profile render for the app's socket, the
+# limits and the headers.
+def http_level(site: str) -> str:
+    """The site file's text outside its server blocks: nginx's http context."""
+    return site.split("\nserver {", 1)[0]
+
+
+def server_blocks(site: str) -> list[str]:
+    return ["server {" + block for block in site.split("\nserver {")[1:]]
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_nginx_reaches_the_app_over_its_socket_only(reports: dict[str, dict[str, Any]], platform: str) -> None:
+    rendered = reports[platform]["rendered"]
+    layout = yaml.safe_load((ROLES / "hub_common" / "defaults" / "main.yml").read_text())
+    socket = layout["hub_http_socket"]
+    proxy = rendered["hub_nginx/templates/proxy.conf.j2"]
+    assert re.findall(r"^proxy_pass (\S+);", proxy, re.M) == [f"http://unix:{socket}"], proxy
+    env = rendered["hub_app/templates/environment.j2"]
+    assert f"\nSERVER_SOCKET={socket}\n" in env
+    unit = rendered["hub_app/templates/ai-orchestrator.service.j2"]
+    group = "www-data" if platform in DEBIAN_FAMILY else "nginx"
+    directory = socket.rsplit("/", 1)[0]
+    # Not RuntimeDirectory=: systemd would give the directory back to the service's group.
+    assert f"\nReadWritePaths=-{directory}\n" in unit and not re.search(r"^RuntimeDirectory", unit, re.M), unit
+    tmpfiles = rendered["hub_app/templates/tmpfiles.conf.j2"]
+    assert re.findall(r"^d .*$", tmpfiles, re.M) == [f"d {directory} 2750 ai-orchestrator {group} -"], tmpfiles
+    profile = rendered["hub_mac/templates/apparmor-profile.j2"]
+    assert f"  {socket} rw,\n" in profile and f"  {directory}/ r,\n" in profile
+
+
+@pytest.mark.parametrize("platform", ["debian-12", "rocky-9"])
+def test_nginx_limits_the_api_and_port_80(reports: dict[str, dict[str, Any]], platform: str) -> None:
+    site = reports[platform]["rendered"]["hub_nginx/templates/site.conf.j2"]
+    http = http_level(site)
+    for directive in ("limit_conn hub_conn_net 100;", "limit_conn_status 429;",
+                      "client_header_timeout 15s;", "client_body_timeout 15s;"):
+        assert f"\n{directive}\n" in http, f"{directive} not at http level"
+        assert all(directive not in block for block in server_blocks(site)), f"{directive} overridden in a server"
+    assert "limit_req_zone $hub_api_limit_key zone=hub_api_net:10m rate=20r/s;" in http
+    assert re.search(r"geo \$hub_api_limit_exempt \{\s*default 0;\s*127\.0\.0\.0/8 1;\s*::1 1;\s*\}", http), http
+    https = next(b for b in server_blocks(site) if "listen 443" in b)
+    api = re.search(r"location /api/ \{(.*?)\n    \}", https, re.S)
+    assert api and "limit_req zone=hub_api_net burst=40 nodelay;" in api.group(1), https
+    assert "ai-orchestrator-proxy.conf" in api.group(1) and "ai-orchestrator-headers.conf" in api.group(1)
+    login = re.search(r"location = /api/auth/login \{(.*?)\n    \}", https, re.S)
+    assert login and "zone=hub_login_net" in login.group(1) and "hub_api_net" not in login.group(1)
+
+
+@pytest.mark.parametrize("platform", ["debian-12", "rocky-9"])
+def test_security_headers_have_no_inline_script_no_xss_auditor_and_no_default_preload(
+        reports: dict[str, dict[str, Any]], platform: str) -> None:
+    headers = reports[platform]["rendered"]["hub_nginx/templates/headers.conf.j2"]
+    names = re.findall(r'^add_header (\S+) "([^"]*)" always;', headers, re.M)
+    found = dict(names)
+    assert "X-XSS-Protection" not in found, headers
+    csp = found["Content-Security-Policy"]
+    assert "unsafe-inline" not in csp and "unsafe-eval" not in csp, csp
+    assert re.search(r"(^|; )default-src 'none'(;|$)", csp) and "frame-ancestors 'none'" in csp, csp
+    hsts = found["Strict-Transport-Security"]
+    assert "preload" not in hsts and "includeSubDomains" in hsts, hsts
+
+
+def render_with(tmp_path: Path, templates: list[str], extra: dict[str, Any]) -> dict[str, str]:
+    """Templates of the roles rendered with their defaults (and the layout's) under extra vars."""
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(yaml.safe_dump([{
+        "hosts": "localhost", "gather_facts": False,
+        "vars": {"ansible_python_interpreter": sys.executable},
+        "tasks": [
+            {"ansible.builtin.include_vars": {"file": str(ROLES / role / sub / "main.yml")}}
+            for role, sub in (("hub_common", "defaults"), ("hub_common", "vars"),
+                              ("hub_monitoring", "defaults"), ("hub_monitoring", "vars"),
+                              ("hub_nginx", "defaults"), ("hub_nginx", "vars"))
+        ] + [
+            {"ansible.builtin.copy": {
+                "content": "{{ lookup('ansible.builtin.template', '%s') }}" % (ROLES / name),
+                "dest": str(tmp_path / name.replace("/", "__")), "mode": "0644"}}
+            for name in templates
+        ],
+    }]))
+    env = dict(os.environ, ANSIBLE_CONFIG=str(HERE / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+    playbook_bin = Path(sys.executable).parent / "ansible-playbook"
+    run = subprocess.run(
+        [str(playbook_bin) if playbook_bin.exists() else "ansible-playbook", "-i", "localhost,", "-c", "local",
+         str(playbook), "-e", json.dumps(extra)],
+        env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    return {name: (tmp_path / name.replace("/", "__")).read_text() for name in templates}
+
+
+def test_the_webhook_url_is_in_no_unit_and_on_no_command_line(tmp_path: Path) -> None:
+    """A webhook URL with the characters curl's config syntax escapes: it reaches curl through
+    its configuration file only, never through the unit's environment or curl's argv."""
+    url = 'https://hooks.example/services/T0/B1/' + secrets_token() + '?q="x"\\y'
+    rendered = render_with(tmp_path, [
+        "hub_monitoring/templates/ai-orchestrator-log-monitor.service.j2",
+        "hub_monitoring/templates/alert-webhook.curl.j2",
+        "hub_monitoring/templates/ai-orchestrator-alert.j2",
+    ], {"hub_monitoring_alert_webhook": url, "hub_monitoring_alert_max_per_minute": 10,
+        "hub_log_dir": "/var/log/ai-orchestrator"})
+    unit = rendered["hub_monitoring/templates/ai-orchestrator-log-monitor.service.j2"]
+    assert url not in unit and "ALERT_WEBHOOK=" not in unit, unit
+    assert re.findall(r"^Environment=ALERT_WEBHOOK\S*", unit, re.M) == [
+        "Environment=ALERT_WEBHOOK_CONFIG=/etc/ai-orchestrator-alert-webhook.curl"], unit
+
+    # The rendered command, run with a stand-in curl that records its argv and what its config says.
+    config = tmp_path / "alert-webhook.curl"
+    config.write_text(rendered["hub_monitoring/templates/alert-webhook.curl.j2"])
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "curl").write_text(
+        "#!/usr/bin/env python3\n"
+        "import json, shlex, sys\n"
+        "args = sys.argv[1:]\n"
+        "conf = open(args[args.index('--config') + 1]).read()\n"
+        "url = [shlex.split(l.split('=', 1)[1])[0] for l in conf.splitlines() if l.startswith('url')][0]\n"
+        f"json.dump({{'argv': args, 'url': url}}, open({str(tmp_path / 'curl.json')!r}, 'w'))\n")
+    (bindir / "curl").chmod(0o755)
+    (bindir / "logger").write_text("#!/bin/sh\nexit 0\n")
+    (bindir / "logger").chmod(0o755)
+    script = tmp_path / "alert"
+    script.write_text(rendered["hub_monitoring/templates/ai-orchestrator-alert.j2"])
+    run = subprocess.run(["/bin/sh", str(script), "subject"], input="text", text=True, capture_output=True,
+                         env={"PATH": f"{bindir}:/usr/bin:/bin", "ALERT_WEBHOOK_CONFIG": str(config)}, timeout=60)
+    assert run.returncode == 0, run.stderr
+    called = json.loads((tmp_path / "curl.json").read_text())
+    assert called["url"] == url, called
+    assert not any(url in arg or "hooks.example" in arg for arg in called["argv"]), called["argv"]
+
+
+def secrets_token() -> str:
+    import secrets
+    return secrets.token_urlsafe(18)
+
+
+@pytest.mark.parametrize("extra, named", [
+    ({"hub_nginx_hsts_preload": True}, "hub_nginx_tls_mode is selfsigned"),
+    ({"hub_nginx_hsts_preload": True, "hub_nginx_tls_mode": "acme", "hub_nginx_acme_email": "ops@example.org",
+      "hub_nginx_hsts_include_subdomains": False}, "hub_nginx_hsts_include_subdomains true (False)"),
+    ({"hub_nginx_hsts_preload": True, "hub_nginx_tls_mode": "acme", "hub_nginx_acme_email": "ops@example.org",
+      "hub_nginx_hsts_max_age": 86400}, "at least 31536000 (86400)"),
+])
+def test_hsts_preload_is_refused_where_the_preload_lists_would_not_take_it(
+        tmp_path: Path, extra: dict[str, Any], named: str) -> None:
+    """Only the check runs (--tags pre-tls-4 in check mode; it comes before anything is installed)."""
+    play = tmp_path / "play.yml"
+    play.write_text("- hosts: localhost\n  gather_facts: true\n  roles: [hub_nginx]\n")
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_STRATEGY="linear", ANSIBLE_ROLES_PATH=str(ROLES))
+    binary = Path(sys.executable).parent / "ansible-playbook"
+    run = subprocess.run(
+        [str(binary) if binary.exists() else "ansible-playbook", "-i", "localhost,", "-c", "local", "--check",
+         "--tags", "pre-tls-4", str(play), "-e", json.dumps(extra)],
+        env=env, capture_output=True, text=True, timeout=300, check=False)
+    out = " ".join((run.stdout + run.stderr).split())
+    assert run.returncode != 0 and "Check the HSTS preload request" in out, out[-3000:]
+    assert named in out, out[-3000:]
+    assert "Install the site and its snippets" not in out

@@ -62,6 +62,8 @@ CREDENTIAL_HEADERS = (b"authorization", b"x-api-key")
 # X-Forwarded-For values up to this long are cached with the address they resolve to.
 FORWARDED_CACHED_BYTES = 256
 MISSING_CREDENTIALS = "missing credentials"
+# The peer of a connection on SERVER_SOCKET: the proxy, whatever process it is.
+PROXY_SOCKET_PEER = "unix"
 
 
 class ApiError(Exception):
@@ -98,6 +100,7 @@ class HiveApp:
         self.login_limit = TokenBuckets(settings.login_rate_per_minute / 60.0, settings.login_burst)
         self.trusted = settings.trusted_networks()
         self.allowed_origins = frozenset(settings.allowed_origins())
+        self.proxy_socket = bool(settings.server_socket)
         self._trusted_cache: Dict[str, bool] = {}
         self._peer_cache: Dict[str, str] = {}
         self._rate_logged: Dict[str, float] = {}
@@ -207,8 +210,21 @@ class HiveApp:
         """(client address, rate-limit bucket) for a peer and its X-Forwarded-For (every value,
         joined by commas), resolved once and kept in a bounded cache: proxies and monitors send
         the same pair again and again."""
-        client = scope.get("client")
-        raw = client[0] if client else "0.0.0.0"
+        if self.proxy_socket:
+            # uvicorn gives a Unix socket connection no server address (ASGI allows [path, None]).
+            # getsockname() cannot fail on a listening TCP socket, unlike getpeername(), whose
+            # failure leaves "client" empty: an empty client is no sign of the proxy's socket.
+            server = scope.get("server")
+            via_proxy = server is None or server[1] is None
+            if via_proxy:
+                raw = PROXY_SOCKET_PEER
+            else:
+                client = scope.get("client")
+                raw = client[0] if client else "0.0.0.0"
+                forwarded = None  # TCP is open to every local process: its header names nobody
+        else:
+            client = scope.get("client")
+            raw = client[0] if client else "0.0.0.0"
         key = (raw, forwarded)
         known = self._client_cache.get(key)
         if known is not None:
@@ -220,7 +236,7 @@ class HiveApp:
                 self._peer_cache.clear()
             self._peer_cache[raw] = peer
         client_addr = peer
-        if forwarded is not None and self._is_trusted(peer):
+        if forwarded is not None and (raw == PROXY_SOCKET_PEER or self._is_trusted(peer)):
             for hop in reversed(forwarded.decode("latin-1").split(",")):
                 try:
                     addr = str(ipaddress.ip_address(hop.strip()))

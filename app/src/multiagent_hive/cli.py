@@ -88,6 +88,7 @@ def cmd_check_config(args: argparse.Namespace) -> Dict[str, Any]:
         "message": "configuration valid",
         "database_path": settings.database_path,
         "server": f"{settings.server_host}:{settings.server_port}",
+        "socket": settings.server_socket or None,
         "metrics": f"{settings.metrics_host}:{settings.metrics_port}" if settings.enable_metrics else None,
         "audit_log": settings.audit_log_path if settings.enable_audit_logging else None,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import stat
 import sys
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -60,6 +61,10 @@ class Settings:
     security_log_level: str = "info"
     log_level: str = "info"
     trusted_proxies: str = "127.0.0.1,::1"
+    # A Unix socket for the reverse proxy, beside the TCP listener. When set, X-Forwarded-For is
+    # read only from connections on this socket (whoever may open it is the proxy) and never on
+    # TCP, where any local process could otherwise name any client address.
+    server_socket: str = ""
     jwt_expiry_seconds: int = 3600
     max_body_bytes: int = 1048576
     rate_limit_per_second: float = 1000.0
@@ -258,6 +263,24 @@ def _writable_file(path: str, what: str) -> Optional[str]:
     return None
 
 
+# sun_path holds 108 bytes with the terminating NUL.
+MAX_SOCKET_PATH_BYTES = 107
+
+
+def _socket_path(path: str) -> Optional[str]:
+    """SERVER_SOCKET's form only: its directory may be created just before the service starts
+    (a runtime directory), after the configuration files were validated."""
+    if not os.path.isabs(path):
+        return f"SERVER_SOCKET {path!r} must be an absolute path"
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+        return f"SERVER_SOCKET {path} is longer than {MAX_SOCKET_PATH_BYTES} bytes"
+    if path.endswith("/") or os.path.isdir(path):
+        return f"SERVER_SOCKET {path} is a directory"
+    if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+        return f"SERVER_SOCKET {path} exists and is not a socket"
+    return None
+
+
 def _writable_dir(path: str, what: str) -> Optional[str]:
     if not os.path.isabs(path):
         return f"{what} {path!r} must be an absolute path"
@@ -345,6 +368,10 @@ def validate(settings: Settings, scope: str = "all") -> List[str]:
     for origin in settings.allowed_origins():
         if not re.fullmatch(r"https?://[a-z0-9.\[\]:-]+", origin):
             problems.append(f"WEBSOCKET_ALLOWED_ORIGINS: {origin!r} is not scheme://host[:port]")
+    if settings.server_socket:
+        problem = _socket_path(settings.server_socket)
+        if problem:
+            problems.append(problem)
     positive = (
         "jwt_expiry_seconds", "max_body_bytes", "rate_limit_per_second", "rate_limit_burst",
         "login_rate_per_minute", "login_burst", "argon2_time_cost", "argon2_parallelism",

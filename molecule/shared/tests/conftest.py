@@ -35,6 +35,7 @@ class Layout:
     log_dir: str
     backup_dir: str
     http_port: int
+    http_socket: str
     metrics_port: int
     node_exporter_port: int
     admin_password_file: str
@@ -131,6 +132,7 @@ def layout(host: Any) -> Layout:
             user=v["hub_service_user"], group=v["hub_service_group"], service=v["hub_service_name"],
             install_dir=v["hub_install_dir"], config_dir=v["hub_config_dir"], data_dir=v["hub_data_dir"],
             log_dir=v["hub_log_dir"], backup_dir=v["hub_backup_dir"], http_port=int(v["hub_http_port"]),
+            http_socket=v["hub_http_socket"],
             metrics_port=int(v["hub_metrics_port"]), node_exporter_port=int(v["hub_node_exporter_port"]),
             admin_password_file=v["hub_admin_password_file"])
     return _LAYOUTS[key]

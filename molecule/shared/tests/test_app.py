@@ -174,7 +174,8 @@ def test_unit_settings(host: Any) -> None:
     assert props["Restart"] == "always" and props["RestartUSec"] == "10s"
     assert props["NoNewPrivileges"] == "yes" and props["PrivateTmp"] == "yes"
     assert props["ProtectSystem"] == "strict" and props["ProtectHome"] == "yes"
-    assert set(props["ReadWritePaths"].split()) == {L.data_dir, L.log_dir}
+    # and the directory of nginx's socket ("-": a missing one is the app's own clear error)
+    assert set(props["ReadWritePaths"].split()) == {L.data_dir, L.log_dir, "-" + L.http_socket.rsplit("/", 1)[0]}
     assert L.config_dir in props["ReadOnlyPaths"].split()
     assert props["MemoryMax"] == str(4 * 1024 ** 3)
     assert props["LimitNPROC"] == "4096"
