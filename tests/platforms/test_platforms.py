@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 ROLES = REPO / "roles"
 
-DEBIAN_FAMILY = ["debian-11", "debian-12", "debian-13", "ubuntu-22.04"]
+DEBIAN_FAMILY = ["debian-11", "debian-12", "debian-13", "ubuntu-22.04", "ubuntu-24.04"]
 RHEL_FAMILY = ["rocky-9", "rocky-9-container", "rhel-9"]
 PLATFORMS = DEBIAN_FAMILY + RHEL_FAMILY
 
