@@ -248,6 +248,46 @@ def hub_authorized_keys_files(settings: Mapping[str, str], home: str, user: str)
     return files
 
 
+# --- Listening ports (hub_monitoring's check before it binds) --------------------------------------
+
+def hub_port_listeners(listeners: Iterable[Mapping[str, Any]], ports: Iterable[Union[int, str]]) -> List[Dict[str, Any]]:
+    """The listeners (listen_ports_facts' tcp_listen: [{address, port, pid, name, ...}]) on one
+    of `ports`, as [{port, address, pid, name}] (pid 0 when ss could not tell, name "?")."""
+    wanted = {int(port) for port in ports}
+    found = []
+    for entry in listeners:
+        if int(entry.get("port", -1)) in wanted:
+            found.append({"port": int(entry["port"]), "address": str(entry.get("address", "")),
+                          "pid": int(entry.get("pid") or 0), "name": str(entry.get("name") or "?")})
+    return found
+
+
+def hub_pid_units(output: Lines) -> Dict[int, str]:
+    """`ps -o pid=,unit= -p PID...` output ("  812 cockpit.socket") as {pid: systemd unit}; a
+    process outside any unit shows "-"."""
+    units: Dict[int, str] = {}
+    for line in _lines(output):
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit():
+            units[int(parts[0])] = parts[1]
+    return units
+
+
+def hub_foreign_listeners(listeners: Iterable[Mapping[str, Any]], units: Mapping[Any, str],
+                          own_units: Iterable[str]) -> List[str]:
+    """The listeners (hub_port_listeners) whose process belongs to none of `own_units`, as
+    "PORT (NAME, pid PID, UNIT)" strings: a port the hub would bind that something else holds.
+    `units` maps pids (hub_pid_units; keys may be strings after templating) to units."""
+    ours = set(own_units)
+    by_pid = {int(pid): unit for pid, unit in units.items()}
+    foreign = []
+    for entry in listeners:
+        unit = by_pid.get(int(entry["pid"]), "-")
+        if unit not in ours:
+            foreign.append(f"{entry['port']} ({entry['name']}, pid {entry['pid']}, {unit})")
+    return sorted(set(foreign))
+
+
 class FilterModule:
     """hub.provision filters."""
 
@@ -273,4 +313,7 @@ class FilterModule:
             "hub_moduli_below_regex": hub_moduli_below_regex,
             "hub_sshd_settings": hub_sshd_settings,
             "hub_authorized_keys_files": hub_authorized_keys_files,
+            "hub_port_listeners": hub_port_listeners,
+            "hub_pid_units": hub_pid_units,
+            "hub_foreign_listeners": hub_foreign_listeners,
         }

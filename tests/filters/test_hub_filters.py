@@ -439,6 +439,44 @@ def test_every_filter_is_exported() -> None:
     assert all(exported[name] is getattr(hub, name) for name in public)
 
 
+# --- listening ports ------------------------------------------------------------------------------
+
+# listen_ports_facts' tcp_listen on a RHEL 9 host with Cockpit's socket, the hub's exporter and
+# node exporter (ss could not name the process of the last one: pid 0).
+TCP_LISTEN = [
+    {"address": "0.0.0.0", "name": "sshd", "pid": 905, "port": 22, "protocol": "tcp", "stime": "", "user": "root"},
+    {"address": "::", "name": "systemd", "pid": 1, "port": 9090, "protocol": "tcp", "stime": "", "user": "root"},
+    {"address": "127.0.0.1", "name": "multiagent-hive", "pid": 1312, "port": 9464, "protocol": "tcp", "stime": "", "user": "ai-orchestrator"},
+    {"address": "127.0.0.1", "name": "node_exporter", "pid": 1400, "port": 9100, "protocol": "tcp", "stime": "", "user": "node-exp"},
+    {"address": "::1", "name": "", "pid": None, "port": 9100, "protocol": "tcp", "stime": "", "user": ""},
+]
+# `ps -o pid=,unit= -p 1,1312,1400` (a process outside any unit prints "-").
+PS_UNITS = """\
+      1 cockpit.socket
+   1312 ai-orchestrator-exporter.service
+   1400 -
+"""
+
+
+def test_port_listeners() -> None:
+    assert hub.hub_port_listeners(TCP_LISTEN, [9090]) == [
+        {"port": 9090, "address": "::", "pid": 1, "name": "systemd"}]
+    assert [e["pid"] for e in hub.hub_port_listeners(TCP_LISTEN, ["9100", 9464])] == [1312, 1400, 0]
+    assert hub.hub_port_listeners(TCP_LISTEN, [8080]) == [] and hub.hub_port_listeners([], [22]) == []
+
+
+def test_pid_units_and_foreign_listeners() -> None:
+    units = hub.hub_pid_units(PS_UNITS)
+    assert units == {1: "cockpit.socket", 1312: "ai-orchestrator-exporter.service", 1400: "-"}
+    own = ["ai-orchestrator.service", "ai-orchestrator-exporter.service", "node_exporter.service"]
+    listeners = hub.hub_port_listeners(TCP_LISTEN, [9090, 9464, 9100])
+    assert hub.hub_foreign_listeners(listeners, units, own) == [
+        "9090 (systemd, pid 1, cockpit.socket)", "9100 (?, pid 0, -)", "9100 (node_exporter, pid 1400, -)"]
+    # Keys as strings (a dict after templating) and the hub's own units only: nothing foreign.
+    mine = hub.hub_port_listeners(TCP_LISTEN, [9464])
+    assert hub.hub_foreign_listeners(mine, {str(k): v for k, v in units.items()}, own) == []
+
+
 # --- through Ansible -------------------------------------------------------------------------------
 
 PLAYBOOK = """\

@@ -19,6 +19,16 @@ REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "roles"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def collections() -> None:
+    """The roles' filters (hub.provision.*) from the repository, as ansible-playbook finds them
+    beside the playbooks (playbooks/collections)."""
+    from ansible.utils.collection_loader._collection_finder import _AnsibleCollectionFinder
+
+    finder = _AnsibleCollectionFinder(paths=[str(REPO / "playbooks/collections")])
+    finder._install()  # pylint: disable=protected-access
+
+
 def _trusted(value: Any) -> Any:
     """Values of a vars file as Ansible loads them: their strings are templates."""
     if isinstance(value, str):
@@ -86,3 +96,69 @@ def test_firewalld_tasks_reopen_dhcpv6_client_and_refuse_a_contradiction() -> No
                  hub_firewall_firewalld_dhcpv6_client=contradicting)
         assert resolve(v, "{{ " + guard["that"] + " }}") is (not contradicting)
     assert "hub_firewall_firewalld_dhcpv6_client" in guard["fail_msg"]
+
+
+# --- hub_common / hub_monitoring: the metrics port -----------------------------------------------
+
+# Ports that services shipped by RHEL 9 listen on by default (the first is enabled on every
+# RHEL 9 server install: cockpit.socket), and ports RHEL's SELinux policy gives another service's
+# type in the range the layout uses (selinux-policy corenetwork.te.in), where the hub's own port
+# type could not be added.
+RHEL_SERVICE_PORTS = {9090: "cockpit.socket", 9091: "prometheus pushgateway", 9093: "alertmanager",
+                      3000: "grafana", 44321: "pmcd", 44322: "pmproxy", 44323: "pmproxy", 5432: "postgresql",
+                      6379: "redis", 8443: "pki-tomcat"}
+RHEL_SELINUX_NAMED_PORTS = {9000, 9001, 9010, 9030, 9050, 9051, 9080, 9090, 9100, 9101, 9102, 9123, 9125,
+                            9150, 9180, 9191, 9220, 9221, 9222, 9225, 9280, 9281, 9282, 9290, 9291, 9292,
+                            9418, 9433, 9443, 9444, 9445, 9446, 9447, 9618, 9696, 9701, 9875, 9911, 9990, 9999}
+
+
+def test_the_metrics_port_is_no_common_rhel_services_and_has_no_selinux_type() -> None:
+    layout = yaml.safe_load((ROLES / "hub_common/defaults/main.yml").read_text())
+    port = layout["hub_metrics_port"]
+    assert port not in RHEL_SERVICE_PORTS, RHEL_SERVICE_PORTS.get(port)
+    assert port not in RHEL_SELINUX_NAMED_PORTS
+    specs = yaml.safe_load((ROLES / "hub_common/meta/argument_specs.yml").read_text())
+    assert specs["argument_specs"]["main"]["options"]["hub_metrics_port"]["default"] == port
+    assert f"`hub_metrics_port` | `{port}`" in (ROLES / "hub_common/README.md").read_text()
+
+
+def _monitoring_vars(listen: List[Dict[str, Any]], ps_output: str, **overrides: Any) -> Dict[str, Any]:
+    v = role_vars("hub_monitoring", "main.yml", "RedHat.yml")
+    v.update(ansible_facts={"tcp_listen": listen, "architecture": "x86_64"},
+             __hub_monitoring_port_units={"stdout_lines": ps_output.splitlines()}, **overrides)
+    return v
+
+
+def _guard_message(v: Dict[str, Any]) -> str:
+    task = next(t for t in load_tasks(ROLES / "hub_monitoring/tasks/ports.yml") if "ansible.builtin.assert" in t)
+    return str(resolve(v, task["ansible.builtin.assert"]["fail_msg"]))
+
+
+@pytest.mark.parametrize("variable", ["hub_metrics_port", "hub_node_exporter_port"])
+def test_a_monitoring_port_another_unit_holds_is_refused_naming_its_variable(variable: str) -> None:
+    port = random.Random(variable).randint(20000, 30000)
+    listen = [{"address": "0.0.0.0", "port": port, "pid": 1, "name": "systemd", "protocol": "tcp"},
+              {"address": "127.0.0.1", "port": 8080, "pid": 700, "name": "multiagent-hive", "protocol": "tcp"}]
+    v = _monitoring_vars(listen, "      1 cockpit.socket\n", **{variable: port})
+    assert resolve(v, "{{ __hub_monitoring_port_foreign }}") == [f"{port} (systemd, pid 1, cockpit.socket)"]
+    message = _guard_message(v)
+    assert message.count(variable) == 2 and f"{port} (systemd, pid 1, cockpit.socket)" in message
+    other = {"hub_metrics_port", "hub_node_exporter_port"} - {variable}
+    assert not any(name in message for name in other)
+    # The same port switched off in hub_monitoring is not checked.
+    switch = "hub_monitoring_exporter_enabled" if variable == "hub_metrics_port" else "hub_monitoring_node_exporter_enabled"
+    v = _monitoring_vars(listen, "      1 cockpit.socket\n", **{variable: port, switch: False})
+    assert resolve(v, "{{ __hub_monitoring_port_foreign }}") == []
+
+
+def test_the_hubs_own_units_on_their_ports_pass() -> None:
+    v = role_vars("hub_monitoring", "main.yml", "RedHat.yml")
+    metrics, node = int(resolve(v, "{{ hub_metrics_port }}")), int(resolve(v, "{{ hub_node_exporter_port }}"))
+    listen = [{"address": "127.0.0.1", "port": metrics, "pid": 812, "name": "multiagent-hive"},
+              {"address": "127.0.0.1", "port": node, "pid": 813, "name": "node_exporter"},
+              {"address": "0.0.0.0", "port": 9090, "pid": 1, "name": "systemd"}]
+    v = _monitoring_vars(listen, "    812 ai-orchestrator-exporter.service\n    813 node_exporter.service\n")
+    assert resolve(v, "{{ __hub_monitoring_port_foreign }}") == []
+    # A process outside any unit on the metrics port is foreign.
+    v = _monitoring_vars(listen, "    812 -\n    813 node_exporter.service\n")
+    assert resolve(v, "{{ __hub_monitoring_port_foreign }}") == [f"{metrics} (multiagent-hive, pid 812, -)"]

@@ -133,7 +133,7 @@ def test_firewalld_keeps_the_dhcpv6_client(host: Any) -> None:
 @pytest.mark.checklist("PRE-NET-2")
 @pytest.mark.parametrize("port_name", INTERNAL_PORTS)
 def test_internal_port_not_allowed(host: Any, port_name: str) -> None:
-    """The app (8080), its metrics (9090) and node exporter (9100) have no opening from anywhere."""
+    """The app (8080), its metrics (9464) and node exporter (9100) have no opening from anywhere."""
     port = getattr(layout(host), port_name)
     if is_debian_family(host):
         rules = ufw_rules(ufw_status(host))
