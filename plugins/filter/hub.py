@@ -104,6 +104,62 @@ def hub_dnf_repo_ids(output: Lines) -> List[str]:
     return [repo for repo in ids if repo != "repo"]
 
 
+def hub_dnf_repo_states(output: Lines) -> Dict[str, bool]:
+    """`dnf -q repolist --all` ("crb   Rocky Linux 9 - CRB   disabled") as {repo id: enabled};
+    the "repo id ... status" header and blank lines left out."""
+    states: Dict[str, bool] = {}
+    for line in _lines(output):
+        fields = line.split()
+        if len(fields) >= 2 and re.match(r"\S", line) and fields[0] != "repo" and fields[-1] in ("enabled", "disabled"):
+            states[fields[0]] = fields[-1] == "enabled"
+    return states
+
+
+# A CodeReady Builder repository of any source, never its source or debug twin: the RHSM id
+# (CDN, or a Satellite the host is registered to: the same content labels), RHUI ids of the
+# clouds' pay-as-you-go images (codeready-builder-for-rhel-9-rhui-rpms, ...-x86_64-rhui-rpms,
+# rhui-codeready-builder-...), Satellite or mirror repositories published as .repo files
+# (<Org>_<Product>_..._CodeReady_Linux_Builder_...), and `crb` of the rebuilds.
+_CRB_RE = re.compile(r"(?i)(codeready|^crb$)")
+_CRB_EXCLUDED_RE = re.compile(r"(?i)(source|debug|srpm)")
+
+
+def hub_crb_repo(states: Mapping[str, bool], major: Union[int, str], arch: str, wanted: str = "") -> Dict[str, str]:
+    """How to enable CRB on this host, from its repositories (hub_dnf_repo_states):
+    {"repo": id, "method": "subscription-manager" | "dnf" | "none", "error": ""}.
+
+    `wanted` (hub_base_crb_repo) names the id; else the host's own: the RHSM id
+    codeready-builder-for-rhel-<major>-<arch>-rpms (present only where subscription-manager
+    registered the host: redhat.repo is its file, which dnf config-manager cannot change for long),
+    then a RHUI id, then any other CodeReady Builder id (Satellite, a mirror), then `crb`.
+    "none": already enabled, nothing to do. No such repository: "error" says so and names the
+    variables, "method" is "none"."""
+    rhsm = f"codeready-builder-for-rhel-{major}-{arch}-rpms"
+    # The content labels subscription-manager writes (the EUS/E4S/AUS streams' too).
+    rhsm_re = re.compile(rf"^codeready-builder-(?:beta-)?for-rhel-{re.escape(str(major))}-{re.escape(arch)}(?:-(?:eus|e4s|aus))?-rpms$")
+    candidates = [repo for repo in states if _CRB_RE.search(repo) and not _CRB_EXCLUDED_RE.search(repo)]
+    if wanted:
+        chosen = wanted if wanted in states else ""
+    else:
+        ranked = ([r for r in candidates if r == rhsm]
+                  + [r for r in candidates if r != rhsm and rhsm_re.match(r)]
+                  + [r for r in candidates if "rhui" in r.lower()]
+                  + [r for r in candidates if r != "crb" and not rhsm_re.match(r) and "rhui" not in r.lower()]
+                  + [r for r in candidates if r == "crb"])
+        enabled = [r for r in ranked if states[r]]
+        chosen = (enabled or ranked or [""])[0]
+    if not chosen:
+        missing = f"the repository {wanted} (hub_base_crb_repo)" if wanted else "a CodeReady Builder (CRB) repository"
+        return {"repo": wanted, "method": "none", "error": (
+            f"This host has no {missing} among its dnf repositories ({len(states)} listed by dnf repolist "
+            "--all): register it (subscription-manager, Satellite) or add the repository, set "
+            "hub_base_crb_repo to the id of the one it has, or set hub_base_crb_enabled: false where "
+            "EPEL's packages need nothing from CRB.")}
+    if states[chosen]:
+        return {"repo": chosen, "method": "none", "error": ""}
+    return {"repo": chosen, "method": "subscription-manager" if rhsm_re.match(chosen) else "dnf", "error": ""}
+
+
 def hub_apt_security_suites(output: Lines) -> List[str]:
     """The -security suites of `apt-get indextargets --format '$(TARGET_OF) $(RELEASE)'` ("deb
     bookworm-security"), each once (first spelling kept, case ignored as Jinja's `unique`)."""
@@ -299,6 +355,8 @@ class FilterModule:
             "hub_sysctl_present": hub_sysctl_present,
             "hub_sysctl_drift": hub_sysctl_drift,
             "hub_dnf_repo_ids": hub_dnf_repo_ids,
+            "hub_dnf_repo_states": hub_dnf_repo_states,
+            "hub_crb_repo": hub_crb_repo,
             "hub_apt_security_suites": hub_apt_security_suites,
             "hub_login_defs_parse": hub_login_defs_parse,
             "hub_login_defs_drift": hub_login_defs_drift,

@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -437,6 +438,74 @@ def test_every_filter_is_exported() -> None:
     public = sorted(name for name in vars(hub) if name.startswith("hub_"))
     assert sorted(exported) == public
     assert all(exported[name] is getattr(hub, name) for name in public)
+
+
+# --- CRB (dnf repolist --all) ----------------------------------------------------------------------
+
+def _repolist(rows: Dict[str, bool]) -> str:
+    """`dnf -q repolist --all` as dnf prints it (names with spaces, status last)."""
+    lines = [f"{'repo id':<60} {'repo name':<50} status"]
+    lines += [f"{repo:<60} {'Repo ' + repo + ' (RPMs)':<50} {'enabled' if on else 'disabled'}" for repo, on in rows.items()]
+    return "\n".join(lines) + "\n"
+
+
+RHSM = "codeready-builder-for-rhel-9-x86_64-rpms"
+CRB_CASES = [
+    # Red Hat's CDN, or a Satellite the host is registered to: the same content labels.
+    ({RHSM: False, "codeready-builder-for-rhel-9-x86_64-source-rpms": False, "rhel-9-for-x86_64-baseos-rpms": True,
+      "satellite-client-6-for-rhel-9-x86_64-rpms": True, "ACME_EPEL_9_epel9_x86_64": True}, RHSM, "subscription-manager"),
+    # EUS stream of a registered host.
+    ({"codeready-builder-for-rhel-9-x86_64-eus-rpms": False, "rhel-9-for-x86_64-baseos-eus-rpms": True},
+     "codeready-builder-for-rhel-9-x86_64-eus-rpms", "subscription-manager"),
+    # RHUI: AWS, Azure, Google.
+    ({"codeready-builder-for-rhel-9-rhui-debug-rpms": False, "codeready-builder-for-rhel-9-rhui-rpms": False,
+      "rhel-9-baseos-rhui-rpms": True}, "codeready-builder-for-rhel-9-rhui-rpms", "dnf"),
+    ({"codeready-builder-for-rhel-9-x86_64-rhui-source-rpms": False, "codeready-builder-for-rhel-9-x86_64-rhui-rpms": False,
+      "rhui-microsoft-azure-rhel9": True}, "codeready-builder-for-rhel-9-x86_64-rhui-rpms", "dnf"),
+    ({"rhui-codeready-builder-for-rhel-9-x86_64-rhui-rpms": False, "rhui-rhel-9-for-x86_64-baseos-rhui-rpms": True},
+     "rhui-codeready-builder-for-rhel-9-x86_64-rhui-rpms", "dnf"),
+    # A Satellite content view or a mirror as a .repo file.
+    ({"ACME_Red_Hat_CodeReady_Linux_Builder_for_x86_64_RHEL_9_x86_64_RPMs": False,
+      "ACME_Red_Hat_CodeReady_Linux_Builder_for_x86_64_RHEL_9_x86_64_Debug_RPMs": False},
+     "ACME_Red_Hat_CodeReady_Linux_Builder_for_x86_64_RHEL_9_x86_64_RPMs", "dnf"),
+    # Rocky and AlmaLinux.
+    ({"baseos": True, "crb": False, "crb-source": False, "crb-debuginfo": False}, "crb", "dnf"),
+    # Already enabled: nothing to do, whichever other CRB id there is.
+    ({"crb": True, "codeready-builder-for-rhel-9-rhui-rpms": False}, "crb", "none"),
+    ({RHSM: True}, RHSM, "none"),
+]
+
+
+@pytest.mark.parametrize(("repos", "repo", "method"), CRB_CASES)
+def test_crb_repo_from_the_hosts_repositories(repos: Dict[str, bool], repo: str, method: str) -> None:
+    states = hub.hub_dnf_repo_states(_repolist(repos))
+    assert states == repos
+    assert hub.hub_crb_repo(states, "9", "x86_64") == {"repo": repo, "method": method, "error": ""}
+
+
+def test_crb_repo_is_the_operators_when_named() -> None:
+    states = {RHSM: False, "mirror-crb": False, "mirror-baseos": True}
+    assert hub.hub_crb_repo(states, 9, "x86_64", "mirror-crb") == {"repo": "mirror-crb", "method": "dnf", "error": ""}
+    assert hub.hub_crb_repo(states, 9, "x86_64", RHSM)["method"] == "subscription-manager"
+    missing = hub.hub_crb_repo(states, 9, "x86_64", "codeready-elsewhere")
+    assert missing["method"] == "none" and "codeready-elsewhere (hub_base_crb_repo)" in missing["error"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_without_any_crb_repository_the_error_names_the_variables(seed: int) -> None:
+    rng = random.Random(seed)
+    names = ["baseos", "appstream", "extras", "epel", "rhel-9-for-x86_64-baseos-rpms", "crb-source",
+             "codeready-builder-for-rhel-9-x86_64-debug-rpms", "mirror-appstream", "ACME_EPEL_9"]
+    repos = {name: rng.random() < 0.5 for name in rng.sample(names, rng.randint(0, len(names)))}
+    result = hub.hub_crb_repo(hub.hub_dnf_repo_states(_repolist(repos)), "9", "x86_64")
+    assert result["method"] == "none" and result["repo"] == ""
+    assert "hub_base_crb_repo" in result["error"] and "hub_base_crb_enabled" in result["error"]
+
+
+def test_dnf_repo_states_ignore_the_header_and_blank_lines() -> None:
+    assert hub.hub_dnf_repo_states("repo id   repo name   status\n\n") == {}
+    assert hub.hub_dnf_repo_states(["crb  Rocky Linux 9 - CRB  disabled", "baseos  BaseOS  enabled"]) == {
+        "crb": False, "baseos": True}
 
 
 # --- listening ports ------------------------------------------------------------------------------
