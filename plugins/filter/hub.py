@@ -9,8 +9,11 @@ on the controller, no Ansible import: the registered results arrive as lists, di
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
+import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
@@ -304,6 +307,89 @@ def hub_authorized_keys_files(settings: Mapping[str, str], home: str, user: str)
     return files
 
 
+# The signature algorithms a key of each type can log in with (an RSA key signs with SHA-2 or,
+# on old clients, SHA-1); a certificate's type is its key type with -cert-v01@openssh.com.
+_KEY_SIGNATURES = {
+    "ssh-rsa": ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
+    "ssh-dss": ["ssh-dss"],
+    "ssh-ed25519": ["ssh-ed25519"],
+    "ecdsa-sha2-nistp256": ["ecdsa-sha2-nistp256"],
+    "ecdsa-sha2-nistp384": ["ecdsa-sha2-nistp384"],
+    "ecdsa-sha2-nistp521": ["ecdsa-sha2-nistp521"],
+    "sk-ecdsa-sha2-nistp256@openssh.com": ["sk-ecdsa-sha2-nistp256@openssh.com"],
+    "sk-ssh-ed25519@openssh.com": ["sk-ssh-ed25519@openssh.com"],
+}
+_KEY_LINE_RE = re.compile(r"(?:^|[\s,])([A-Za-z0-9@.\-]+)\s+(AAAA[0-9A-Za-z+/]+=*)")
+
+
+def _blob_type(blob: str) -> str:
+    """The key type a public key blob names in its first field ("" when it is not one)."""
+    try:
+        raw = base64.b64decode(blob, validate=True)
+        (length,) = struct.unpack(">I", raw[:4])
+        return raw[4:4 + length].decode("ascii") if 0 < length < 64 else ""
+    except (binascii.Error, struct.error, UnicodeDecodeError, ValueError):
+        return ""
+
+
+def _options(text: str) -> List[str]:
+    """An authorized_keys line's options ("from=\"a,b\",no-pty,cert-authority"), split at the
+    commas outside double quotes."""
+    options, current, quoted = [], "", False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            options.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return options + [current.strip()] if current.strip() else options
+
+
+def hub_authorized_key_types(text: str) -> List[Dict[str, Any]]:
+    """The keys of an authorized_keys file, as [{type, cert_authority}]: the key's type, and
+    whether the line trusts a certificate authority (the `cert-authority` option). Comments and
+    blank lines left out, and lines sshd cannot use either: no key, a blob that does not decode,
+    or one of another type than the line writes (sshd refuses the mismatch)."""
+    keys: List[Dict[str, Any]] = []
+    for line in _lines(text):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        found = _KEY_LINE_RE.search(line)
+        if not found:
+            continue
+        key_type = found.group(1)
+        if _blob_type(found.group(2)) != key_type:
+            continue
+        options = _options(line[:found.start(1)].rstrip(", \t"))
+        keys.append({"type": key_type, "cert_authority": "cert-authority" in options})
+    return keys
+
+
+def hub_accepted_keys(keys: Iterable[Mapping[str, Any]], settings: Mapping[str, str],
+                      removed: Iterable[str] = ()) -> List[str]:
+    """The keys (hub_authorized_key_types) a login can use under sshd `settings`
+    (hub_sshd_settings of `sshd -T`) once the algorithms in `removed` are taken away: a key when
+    PubkeyAcceptedAlgorithms (PubkeyAcceptedKeyTypes before OpenSSH 8.5) has an algorithm it signs
+    with; a cert-authority key when CASignatureAlgorithms has one and a certificate type is
+    accepted. Each as its type ("cert-authority TYPE" for those), in file order."""
+    gone = set(removed)
+    pubkey_value = settings.get("pubkeyacceptedalgorithms", settings.get("pubkeyacceptedkeytypes", ""))
+    pubkey = {a for a in pubkey_value.split(",") if a} - gone
+    ca = {a for a in settings.get("casignaturealgorithms", "").split(",") if a} - gone
+    accepted = []
+    for key in keys:
+        signs = set(_KEY_SIGNATURES.get(str(key["type"]), [str(key["type"])]))
+        if key.get("cert_authority"):
+            if signs & ca and any(a.endswith("-cert-v01@openssh.com") for a in pubkey):
+                accepted.append(f"cert-authority {key['type']}")
+        elif signs & pubkey:
+            accepted.append(str(key["type"]))
+    return accepted
+
+
 # --- Listening ports (hub_monitoring's check before it binds) --------------------------------------
 
 def hub_port_listeners(listeners: Iterable[Mapping[str, Any]], ports: Iterable[Union[int, str]]) -> List[Dict[str, Any]]:
@@ -371,6 +457,8 @@ class FilterModule:
             "hub_moduli_below_regex": hub_moduli_below_regex,
             "hub_sshd_settings": hub_sshd_settings,
             "hub_authorized_keys_files": hub_authorized_keys_files,
+            "hub_authorized_key_types": hub_authorized_key_types,
+            "hub_accepted_keys": hub_accepted_keys,
             "hub_port_listeners": hub_port_listeners,
             "hub_pid_units": hub_pid_units,
             "hub_foreign_listeners": hub_foreign_listeners,

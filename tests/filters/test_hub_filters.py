@@ -440,6 +440,83 @@ def test_every_filter_is_exported() -> None:
     assert all(exported[name] is getattr(hub, name) for name in public)
 
 
+# --- authorized keys and the algorithms sshd accepts ----------------------------------------------
+
+# `sshd -T` lines of RHEL 9's DEFAULT crypto policy (opensshserver.config) and of Debian 11's
+# OpenSSH 8.4 (the keyword's name before 8.5).
+RHEL9_PUBKEY = ("ecdsa-sha2-nistp256,ecdsa-sha2-nistp256-cert-v01@openssh.com,sk-ecdsa-sha2-nistp256@openssh.com,"
+                "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com,ecdsa-sha2-nistp384,ecdsa-sha2-nistp384-cert-v01@openssh.com,"
+                "ecdsa-sha2-nistp521,ecdsa-sha2-nistp521-cert-v01@openssh.com,ssh-ed25519,ssh-ed25519-cert-v01@openssh.com,"
+                "sk-ssh-ed25519@openssh.com,sk-ssh-ed25519-cert-v01@openssh.com,rsa-sha2-256,rsa-sha2-256-cert-v01@openssh.com,"
+                "rsa-sha2-512,rsa-sha2-512-cert-v01@openssh.com")
+RHEL9_SSHD_T = [f"pubkeyacceptedalgorithms {RHEL9_PUBKEY}",
+                "casignaturealgorithms ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,sk-ecdsa-sha2-nistp256@openssh.com,"
+                "ssh-ed25519,sk-ssh-ed25519@openssh.com,rsa-sha2-256,rsa-sha2-512",
+                "authorizedkeyscommand none", "trustedusercakeys none"]
+DEBIAN11_SSHD_T = ["pubkeyacceptedkeytypes ssh-ed25519-cert-v01@openssh.com,ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256,ssh-rsa",
+                   "casignaturealgorithms ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256"]
+
+
+@pytest.fixture(scope="module")
+def real_keys(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
+    """Public keys of each type made by ssh-keygen: "TYPE BLOB COMMENT" lines."""
+    out = tmp_path_factory.mktemp("keys")
+    keys = {}
+    for kind, bits in (("ed25519", []), ("ecdsa", ["-b", "384"]), ("rsa", ["-b", "2048"]), ("ecdsa", ["-b", "256"])):
+        path = out / f"{kind}{bits[-1] if bits else ''}"
+        subprocess.run(["ssh-keygen", "-q", "-t", kind, *bits, "-N", "", "-C", f"op@{kind}", "-f", str(path)],
+                       check=True, capture_output=True, timeout=60)
+        line = (path.with_suffix(".pub") if path.suffix else Path(str(path) + ".pub")).read_text().strip()
+        keys[line.split()[0]] = line
+    return keys
+
+
+def test_authorized_key_types_of_real_keys_with_options(real_keys: Dict[str, str]) -> None:
+    rng = random.Random(7)
+    options = ['from="10.0.0.1,10.0.0.2"', 'command="echo a, b",no-pty', "no-agent-forwarding", "restrict"]
+    lines = ["# an operator's keys", ""]
+    expected = []
+    for key_type, line in sorted(real_keys.items()):
+        prefix = rng.choice(options)
+        lines.append(f"{prefix} {line}")
+        expected.append({"type": key_type, "cert_authority": False})
+    ca_type, ca_line = sorted(real_keys.items())[0]
+    lines.append(f'cert-authority,principals="ops,admin" {ca_line}')
+    expected.append({"type": ca_type, "cert_authority": True})
+    lines.append("garbage without a key")
+    assert hub.hub_authorized_key_types("\n".join(lines) + "\n") == expected
+
+
+def test_authorized_key_types_leave_out_what_sshd_cannot_use(real_keys: Dict[str, str]) -> None:
+    """sshd refuses a line whose blob is another type than the line writes, or no key at all."""
+    blob = real_keys["ssh-ed25519"].split()[1]
+    assert hub.hub_authorized_key_types(f"ssh-rsa {blob} mislabelled") == []
+    assert hub.hub_authorized_key_types(f"ssh-ed25519 {blob} right") == [{"type": "ssh-ed25519", "cert_authority": False}]
+    assert hub.hub_authorized_key_types("ssh-ed25519 AAAAnotbase64!! x\nssh-ed25519 AAAA") == []
+
+
+@pytest.mark.parametrize(("key_type", "rhel", "debian11"), [
+    ("ecdsa-sha2-nistp256", True, True), ("ecdsa-sha2-nistp384", True, False), ("ssh-ed25519", True, True),
+    ("ssh-rsa", True, True), ("ssh-dss", False, False), ("sk-ssh-ed25519@openssh.com", True, False)])
+def test_accepted_keys(key_type: str, rhel: bool, debian11: bool) -> None:
+    keys = [{"type": key_type, "cert_authority": False}]
+    assert bool(hub.hub_accepted_keys(keys, hub.hub_sshd_settings(RHEL9_SSHD_T))) is rhel
+    assert bool(hub.hub_accepted_keys(keys, hub.hub_sshd_settings(DEBIAN11_SSHD_T))) is debian11
+
+
+def test_accepted_keys_less_what_the_configuration_removes() -> None:
+    settings = hub.hub_sshd_settings(RHEL9_SSHD_T)
+    rsa = [{"type": "ssh-rsa", "cert_authority": False}]
+    assert hub.hub_accepted_keys(rsa, settings, ["ssh-rsa", "ssh-rsa-cert-v01@openssh.com"]) == ["ssh-rsa"]
+    assert hub.hub_accepted_keys(rsa, settings, ["rsa-sha2-256", "rsa-sha2-512"]) == []
+    ecdsa = [{"type": "ecdsa-sha2-nistp256", "cert_authority": False}, {"type": "ssh-ed25519", "cert_authority": True}]
+    assert hub.hub_accepted_keys(ecdsa, settings) == ["ecdsa-sha2-nistp256", "cert-authority ssh-ed25519"]
+    # A CA whose signatures sshd no longer takes, or no certificate type left: refused.
+    assert hub.hub_accepted_keys(ecdsa[1:], settings, ["ssh-ed25519"]) == []
+    certificates = [a for a in RHEL9_PUBKEY.split(",") if a.endswith("-cert-v01@openssh.com")]
+    assert hub.hub_accepted_keys(ecdsa[1:], settings, certificates) == []
+
+
 # --- CRB (dnf repolist --all) ----------------------------------------------------------------------
 
 def _repolist(rows: Dict[str, bool]) -> str:

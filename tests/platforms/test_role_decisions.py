@@ -6,7 +6,9 @@ inputs: what an operator sets, or what a probe of the host returns.
 """
 from __future__ import annotations
 
+import base64
 import random
+import subprocess
 from pathlib import Path
 from typing import Any, Dict, List
 
@@ -162,3 +164,99 @@ def test_the_hubs_own_units_on_their_ports_pass() -> None:
     # A process outside any unit on the metrics port is foreign.
     v = _monitoring_vars(listen, "    812 -\n    813 node_exporter.service\n")
     assert resolve(v, "{{ __hub_monitoring_port_foreign }}") == [f"{metrics} (multiagent-hive, pid 812, -)"]
+
+
+# --- hub_ssh: the lockout guard and the RHEL crypto subpolicy -------------------------------------
+
+# `sshd -T -C user=...` under RHEL 9's DEFAULT policy and Debian 12's OpenSSH 9.2 defaults.
+RHEL9_SSHD_T = [
+    "pubkeyacceptedalgorithms ecdsa-sha2-nistp256,ecdsa-sha2-nistp256-cert-v01@openssh.com,ecdsa-sha2-nistp384,"
+    "ecdsa-sha2-nistp384-cert-v01@openssh.com,ecdsa-sha2-nistp521,ecdsa-sha2-nistp521-cert-v01@openssh.com,ssh-ed25519,"
+    "ssh-ed25519-cert-v01@openssh.com,rsa-sha2-256,rsa-sha2-256-cert-v01@openssh.com,rsa-sha2-512,rsa-sha2-512-cert-v01@openssh.com",
+    "casignaturealgorithms ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,ssh-ed25519,rsa-sha2-256,rsa-sha2-512",
+    "authorizedkeyscommand none", "trustedusercakeys none", "authorizedkeysfile .ssh/authorized_keys"]
+DEBIAN12_SSHD_T = [
+    "pubkeyacceptedalgorithms ssh-ed25519-cert-v01@openssh.com,ecdsa-sha2-nistp256-cert-v01@openssh.com,"
+    "ecdsa-sha2-nistp384-cert-v01@openssh.com,ecdsa-sha2-nistp521-cert-v01@openssh.com,sk-ssh-ed25519-cert-v01@openssh.com,"
+    "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com,rsa-sha2-512-cert-v01@openssh.com,rsa-sha2-256-cert-v01@openssh.com,"
+    "ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,sk-ssh-ed25519@openssh.com,"
+    "sk-ecdsa-sha2-nistp256@openssh.com,rsa-sha2-512,rsa-sha2-256",
+    "casignaturealgorithms ssh-ed25519,ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,"
+    "sk-ssh-ed25519@openssh.com,sk-ecdsa-sha2-nistp256@openssh.com,rsa-sha2-512,rsa-sha2-256",
+    "authorizedkeyscommand none", "trustedusercakeys none", "authorizedkeysfile .ssh/authorized_keys .ssh/authorized_keys2"]
+
+
+def _key_line(kind: str, tmp: Path, bits: str = "") -> str:
+    path = tmp / f"{kind}{bits}"
+    subprocess.run(["ssh-keygen", "-q", "-t", kind, *(["-b", bits] if bits else []), "-N", "", "-C", "op", "-f", str(path)],
+                   check=True, capture_output=True, timeout=60)
+    return Path(str(path) + ".pub").read_text().strip()
+
+
+def _guard(family: str, sshd_t: List[str], files: List[str], **overrides: Any) -> Dict[str, Any]:
+    """The guard's decision and message for a login user whose authorized keys files hold `files`."""
+    v = role_vars("hub_ssh", "main.yml", f"{family}.yml")
+    v.update(__hub_ssh_keys_config={"stdout_lines": sshd_t},
+             __hub_ssh_key_texts={"results": [{"content": base64.b64encode(t.encode()).decode(), "item": f"/f{i}"}
+                                              for i, t in enumerate(files)]},
+             __hub_ssh_login_user={"stdout": "ops"}, __hub_ssh_login_groups={"stdout": "ops wheel"},
+             ansible_facts={"getent_passwd": {"ops": ["x", "1000", "1000", "", "/home/ops", "/bin/bash"]}},
+             **overrides)
+    task = next(t for t in load_tasks(ROLES / "hub_ssh/tasks/guard.yml") if "ansible.builtin.assert" in t)
+    v.update(_trusted(task.get("vars", {})))
+    that = task["ansible.builtin.assert"]["that"]
+    return {"ok": all(resolve(v, "{{ " + c + " }}") for c in that),
+            "message": str(resolve(v, task["ansible.builtin.assert"]["fail_msg"])),
+            "accepted": resolve(v, "{{ __hub_ssh_login_keys_accepted }}")}
+
+
+@pytest.mark.parametrize(("family", "sshd_t"), [("RedHat", RHEL9_SSHD_T), ("Debian", DEBIAN12_SSHD_T)])
+@pytest.mark.parametrize("bits", ["256", "384", "521"])
+def test_an_ecdsa_user_key_passes_the_guard_on_every_platform(family: str, sshd_t: List[str], bits: str,
+                                                             tmp_path: Path) -> None:
+    result = _guard(family, sshd_t, [_key_line("ecdsa", tmp_path, bits) + "\n"])
+    assert result["ok"] and result["accepted"] == [f"ecdsa-sha2-nistp{bits}"]
+
+
+@pytest.mark.parametrize(("family", "sshd_t"), [("RedHat", RHEL9_SSHD_T), ("Debian", DEBIAN12_SSHD_T)])
+def test_keys_of_no_accepted_type_stop_the_guard(family: str, sshd_t: List[str], tmp_path: Path) -> None:
+    """An authorized_keys file that is not empty but holds no usable key: refused, the types named."""
+    dsa = "ssh-dss AAAAB3NzaC1kc3MAAACBAP1/U4EddRIpUt9KnC7s5Of2EbdSPO9EAMMeP4C2USZpRV1AIlH7WT2NWPq/xfW6MPbLm1Vs14E7 legacy"
+    lines = ["# old keys\n", dsa + "\n", "ssh-ed25519 AAAAC3broken\n"]
+    result = _guard(family, sshd_t, lines)
+    assert not result["ok"] and result["accepted"] == []
+    assert "none of its keys (ssh-dss) has a type the new configuration accepts" in result["message"]
+    result = _guard(family, sshd_t, ["# nothing but a comment\n", "ssh-ed25519 AAAAC3broken\n"])
+    assert not result["ok"] and "no key among /home/ops/.ssh/authorized_keys" in result["message"]
+    # A key whose only algorithm the new configuration takes away: named with what it keeps.
+    rsa = _key_line("rsa", tmp_path, "2048")
+    sshd_rsa_sha1 = [line.replace("pubkeyacceptedalgorithms ", "pubkeyacceptedalgorithms ssh-rsa,")
+                     .replace("rsa-sha2-256,", "").replace("rsa-sha2-512,", "").replace(",rsa-sha2-512", "").replace(",rsa-sha2-256", "")
+                     if line.startswith("pubkey") else line for line in sshd_t]
+    result = _guard(family, sshd_rsa_sha1, [rsa])
+    assert result["ok"] is (family == "Debian"), result  # RHEL's subpolicy removes ssh-rsa (SHA-1)
+    if family == "RedHat":
+        assert "none of its keys (ssh-rsa)" in result["message"] and "less ssh-rsa" in result["message"]
+    # With one usable key among them, the login works.
+    assert _guard(family, sshd_t, lines + [_key_line("ed25519", tmp_path)])["ok"]
+
+
+def test_keys_sshd_reads_elsewhere_pass_the_guard() -> None:
+    for extra in ("authorizedkeyscommand /usr/bin/sss_ssh_authorizedkeys", "trustedusercakeys /etc/ssh/user_ca.pub"):
+        key = extra.split()[0]
+        sshd_t = [line for line in RHEL9_SSHD_T if not line.startswith(key)] + [extra]
+        assert _guard("RedHat", sshd_t, [])["ok"]
+
+
+def test_the_rhel_subpolicy_removes_sha1_signatures_only() -> None:
+    v = role_vars("hub_ssh", "main.yml", "RedHat.yml")
+    v.update(ansible_managed="managed")
+    from ansible.template import Templar as _T  # the role's template, rendered as Ansible does
+    text = _T(loader=DataLoader(), variables=v).template(
+        trust_as_template((ROLES / "hub_ssh/templates/hub-ssh.pmod.j2").read_text()))
+    sign = next(line for line in str(text).splitlines() if line.startswith("sign@SSH"))
+    removed = sign.split("=", 1)[1].split()
+    assert removed and all(r.startswith("-") and r.endswith("-SHA1") for r in removed), sign
+    assert not any("ECDSA-SHA2" in r or "EDDSA" in r or "RSA-PSS" in r for r in removed)
+    # The guard takes away exactly what that line removes.
+    assert set(resolve(v, "{{ __hub_ssh_policy_sign_removed.keys() | list }}")) == {r[1:] for r in removed}
