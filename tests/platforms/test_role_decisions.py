@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import random
+import re
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, List
@@ -260,3 +262,103 @@ def test_the_rhel_subpolicy_removes_sha1_signatures_only() -> None:
     assert not any("ECDSA-SHA2" in r or "EDDSA" in r or "RSA-PSS" in r for r in removed)
     # The guard takes away exactly what that line removes.
     assert set(resolve(v, "{{ __hub_ssh_policy_sign_removed.keys() | list }}")) == {r[1:] for r in removed}
+
+
+# --- hub_mac: the hub's SELinux module ------------------------------------------------------------
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    assert path, f"{name} is missing: Debian's checkpolicy and semodule-utils packages (scripts/bootstrap.sh installs them)"
+    return path
+
+
+def compile_module(te: str, fc: str, tmp: Path) -> Path:
+    """checkmodule -M -m (MLS/MCS, as RHEL's targeted policy) and semodule_package, as the role
+    runs them on the host: the module package, or the compiler's complaint."""
+    (tmp / "hub.te").write_text(te)
+    (tmp / "hub.fc").write_text(fc)
+    for argv in ([_tool("checkmodule"), "-M", "-m", "-o", "hub.mod", "hub.te"],
+                 [_tool("semodule_package"), "-o", "hub.pp", "-m", "hub.mod", "-f", "hub.fc"]):
+        run = subprocess.run(argv, cwd=tmp, capture_output=True, text=True, timeout=60, check=False)
+        assert run.returncode == 0, f"{argv[0]}: {run.stdout}{run.stderr}"
+    return tmp / "hub.pp"
+
+
+def _render_module(v: Dict[str, Any]) -> Dict[str, str]:
+    templar = Templar(loader=DataLoader(), variables=dict(v, ansible_managed="managed"))
+    return {kind: str(templar.template(trust_as_template((ROLES / f"hub_mac/templates/hub-selinux.{kind}.j2").read_text())))
+            for kind in ("te", "fc")}
+
+
+def _declared(te: str) -> set[str]:
+    return set(re.findall(r"^type (\w+);", te, flags=re.M))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_selinux_module_compiles_for_any_layout(seed: int, tmp_path: Path) -> None:
+    rng = random.Random(seed)
+    v = role_vars("hub_mac", "main.yml", "RedHat.yml")
+    base = rng.choice(["/srv/hive", "/opt/ai-orchestrator", "/data/hub-x"])
+    v.update(hub_install_dir=base, hub_data_dir=f"{base}-data", hub_log_dir=f"/var/log/{base.rsplit('/', 1)[1]}",
+             hub_http_port=rng.randint(1025, 30000), __hub_mac_framework="selinux")
+    if seed:
+        v.update(hub_mac_selinux_extra_types=["cert_t"],
+                 hub_mac_selinux_extra_rules=["allow hub_t cert_t:dir { getattr search };"])
+    sources = _render_module(v)
+    package = compile_module(sources["te"], sources["fc"], tmp_path)
+    assert package.stat().st_size > 0
+    te, fc = sources["te"], sources["fc"]
+    declared = _declared(te)
+    assert {"hub_t", "hub_exec_t", "hub_logmon_t", "hub_node_exporter_t", "hub_conf_t", "hub_var_lib_t", "hub_log_t",
+            "hub_port_t", "hub_metrics_port_t", "hub_node_exporter_port_t"} <= declared
+    # Every domain is entered from systemd by executing its program, which the file contexts label.
+    for domain in resolve(v, "{{ __hub_mac_selinux_domain_types }}"):
+        program = domain.replace("_t", "_exec_t")
+        assert f"type_transition init_t {program}:process {domain};" in te
+        assert re.search(rf"^\S+ -- system_u:object_r:{program}:s0$", fc, flags=re.M), (program, fc)
+    # The file contexts follow the layout and name only types the module declares or requires.
+    assert f"{base}/releases/[^/]+/venv/bin/multiagent-hive -- system_u:object_r:hub_exec_t:s0" in fc
+    assert f"{base}-data(/.*)?    system_u:object_r:hub_var_lib_t:s0" in fc
+    required = set(re.findall(r"\b(\w+_t)\b", te.split("require {", 1)[1].split("}", 1)[0]))
+    fc_types = set(re.findall(r"object_r:(\w+):s0", fc))
+    assert fc_types <= declared | required, fc_types - declared - required
+    # The logs stay readable by fail2ban and logrotate (logfile), nginx reaches the app's port.
+    assert re.search(r"^typeattribute hub_log_t .*\blogfile;", te, flags=re.M)
+    assert "allow httpd_t hub_port_t:tcp_socket name_connect;" in te
+    # Port types for the layout's ports, labelled by seport (a module cannot carry portcon).
+    ports = resolve(v, "{{ __hub_mac_selinux_ports }}")
+    assert {(int(p["port"]), p["setype"]) for p in ports} >= {(v["hub_http_port"], "hub_port_t")}
+    assert not re.search(r"^\s*portcon", te, flags=re.M)
+
+
+def test_a_broken_extra_rule_fails_the_compilation(tmp_path: Path) -> None:
+    """The compile step is a real check: a rule the module language refuses stops it."""
+    v = role_vars("hub_mac", "main.yml", "RedHat.yml")
+    v.update(__hub_mac_framework="selinux", hub_mac_selinux_extra_rules=["allow hub_t undeclared_t:file read"])
+    sources = _render_module(v)
+    with pytest.raises(AssertionError, match="checkmodule"):
+        compile_module(sources["te"], sources["fc"], tmp_path)
+
+
+def test_the_module_is_installed_only_where_selinux_is_enabled_and_starts_permissive() -> None:
+    defaults = yaml.safe_load((ROLES / "hub_mac/defaults/main.yml").read_text())
+    assert defaults["hub_mac_selinux_module"] is True and defaults["hub_mac_selinux_domain_permissive"] is True
+    tasks = load_tasks(ROLES / "hub_mac/tasks/selinux.yml")
+    block = next(t for t in tasks if "block" in t)
+    assert block["when"] == "__hub_mac_selinux_module_on | bool"
+    names = [next(k for k in t if k.startswith(("ansible.", "community."))) for t in block["block"]]
+    assert names.index("community.general.selinux_permissive") > max(
+        i for i, t in enumerate(block["block"]) if t.get("ansible.builtin.command", {}).get("argv", [""])[0] == "semodule"
+        and "-i" in t["ansible.builtin.command"]["argv"])
+    permissive = next(t for t in block["block"] if "community.general.selinux_permissive" in t)
+    assert permissive["community.general.selinux_permissive"]["permissive"] == "{{ hub_mac_selinux_domain_permissive | bool }}"
+    # The module comes before the file contexts and ports that name its types.
+    order = [t.get("name", "") for t in tasks]
+    assert order.index(block["name"]) < order.index("PRE-ISO-3 | File contexts of the hub's paths")
+    main = load_tasks(ROLES / "hub_mac/tasks/main.yml")[0]["block"]
+    include = next(t for t in main if t.get("ansible.builtin.include_tasks") == "selinux.yml")
+    assert "__hub_mac_selinux_enabled | bool" in include["when"]
+    # Debian's framework is AppArmor: no module there.
+    v = role_vars("hub_mac", "main.yml", "Debian.yml")
+    assert resolve(v, "{{ __hub_mac_selinux_module_on | bool }}") is False
+    assert resolve(v, "{{ __hub_mac_selinux_ports }}") == []
