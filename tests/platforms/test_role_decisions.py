@@ -364,3 +364,15 @@ def test_the_module_is_installed_only_where_selinux_is_enabled_and_starts_permis
     v = role_vars("hub_mac", "main.yml", "Debian.yml")
     assert resolve(v, "{{ __hub_mac_selinux_module_on | bool }}") is False
     assert resolve(v, "{{ __hub_mac_selinux_ports }}") == []
+
+
+def test_a_new_release_is_relabelled_where_selinux_is_enabled() -> None:
+    """A release built after hub_mac ran (playbooks/upgrade.yml) gets its file contexts, so its entry
+    point is hub_exec_t and the app enters its domain, not unconfined_service_t."""
+    build = next(t for t in load_tasks(ROLES / "hub_app/tasks/install.yml") if t.get("name") == "PRE-APP-4 | Build the release")
+    names = [t["name"] for t in build["block"]]
+    relabel = next(t for t in build["block"] if t.get("ansible.builtin.command", {}).get("argv", [""])[0] == "restorecon")
+    assert relabel["ansible.builtin.command"]["argv"][-1] == "{{ __hub_app_release_dir }}"
+    assert "selinux.status" in relabel["when"] and "'enabled'" in relabel["when"]
+    pip = next(t for t in build["block"] if "ansible.builtin.pip" in t)
+    assert names.index(pip["name"]) < names.index(relabel["name"])
