@@ -390,6 +390,17 @@ def hub_accepted_keys(keys: Iterable[Mapping[str, Any]], settings: Mapping[str, 
     return accepted
 
 
+def hub_selinux_modules(output: Lines) -> List[str]:
+    """The module names of `semodule --list-modules=standard` (one per line; `full` adds the
+    priority before the name and the language after it: "400 hub pp")."""
+    names = []
+    for line in _lines(output):
+        fields = line.split()
+        if fields:
+            names.append(fields[1] if len(fields) >= 3 and fields[0].isdigit() else fields[0])
+    return names
+
+
 # --- Listening ports (hub_monitoring's check before it binds) --------------------------------------
 
 def hub_port_listeners(listeners: Iterable[Mapping[str, Any]], ports: Iterable[Union[int, str]]) -> List[Dict[str, Any]]:
@@ -459,6 +470,7 @@ class FilterModule:
             "hub_authorized_keys_files": hub_authorized_keys_files,
             "hub_authorized_key_types": hub_authorized_key_types,
             "hub_accepted_keys": hub_accepted_keys,
+            "hub_selinux_modules": hub_selinux_modules,
             "hub_port_listeners": hub_port_listeners,
             "hub_pid_units": hub_pid_units,
             "hub_foreign_listeners": hub_foreign_listeners,

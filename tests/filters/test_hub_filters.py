@@ -585,6 +585,12 @@ def test_dnf_repo_states_ignore_the_header_and_blank_lines() -> None:
         "crb": False, "baseos": True}
 
 
+def test_selinux_modules() -> None:
+    assert hub.hub_selinux_modules("abrt\naccountsd\nhub\n\n") == ["abrt", "accountsd", "hub"]
+    assert hub.hub_selinux_modules(["100 abrt pp", "400 hub pp", "100 zoneminder pp"]) == ["abrt", "hub", "zoneminder"]
+    assert "hub" not in hub.hub_selinux_modules(["hubble", "100 github pp"])
+
+
 # --- listening ports ------------------------------------------------------------------------------
 
 # listen_ports_facts' tcp_listen on a RHEL 9 host with Cockpit's socket, the hub's exporter and
