@@ -7,8 +7,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
 
 # debian-archive-keyring: debootstrap checks Debian's archive with it (only recommended on Ubuntu).
+# checkpolicy, semodule-utils: tests/platforms compiles hub_mac's SELinux module (checkmodule, semodule_package).
 packages=(podman runc debootstrap debian-archive-keyring uidmap slirp4netns fuse-overlayfs make python3-venv
-          apache2-utils openssl openssh-client curl ca-certificates ssh-audit)
+          apache2-utils openssl openssh-client curl ca-certificates ssh-audit checkpolicy semodule-utils)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -9,8 +9,11 @@ on the controller, no Ansible import: the registered results arrive as lists, di
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import re
+import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Dict, List, Optional, Set, Tuple, Union
 
@@ -102,6 +105,62 @@ def hub_dnf_repo_ids(output: Lines) -> List[str]:
     left out)."""
     ids = [line.split()[0] for line in _lines(output) if re.match(r"\S", line)]
     return [repo for repo in ids if repo != "repo"]
+
+
+def hub_dnf_repo_states(output: Lines) -> Dict[str, bool]:
+    """`dnf -q repolist --all` ("crb   Rocky Linux 9 - CRB   disabled") as {repo id: enabled};
+    the "repo id ... status" header and blank lines left out."""
+    states: Dict[str, bool] = {}
+    for line in _lines(output):
+        fields = line.split()
+        if len(fields) >= 2 and re.match(r"\S", line) and fields[0] != "repo" and fields[-1] in ("enabled", "disabled"):
+            states[fields[0]] = fields[-1] == "enabled"
+    return states
+
+
+# A CodeReady Builder repository of any source, never its source or debug twin: the RHSM id
+# (CDN, or a Satellite the host is registered to: the same content labels), RHUI ids of the
+# clouds' pay-as-you-go images (codeready-builder-for-rhel-9-rhui-rpms, ...-x86_64-rhui-rpms,
+# rhui-codeready-builder-...), Satellite or mirror repositories published as .repo files
+# (<Org>_<Product>_..._CodeReady_Linux_Builder_...), and `crb` of the rebuilds.
+_CRB_RE = re.compile(r"(?i)(codeready|^crb$)")
+_CRB_EXCLUDED_RE = re.compile(r"(?i)(source|debug|srpm)")
+
+
+def hub_crb_repo(states: Mapping[str, bool], major: Union[int, str], arch: str, wanted: str = "") -> Dict[str, str]:
+    """How to enable CRB on this host, from its repositories (hub_dnf_repo_states):
+    {"repo": id, "method": "subscription-manager" | "dnf" | "none", "error": ""}.
+
+    `wanted` (hub_base_crb_repo) names the id; else the host's own: the RHSM id
+    codeready-builder-for-rhel-<major>-<arch>-rpms (present only where subscription-manager
+    registered the host: redhat.repo is its file, which dnf config-manager cannot change for long),
+    then a RHUI id, then any other CodeReady Builder id (Satellite, a mirror), then `crb`.
+    "none": already enabled, nothing to do. No such repository: "error" says so and names the
+    variables, "method" is "none"."""
+    rhsm = f"codeready-builder-for-rhel-{major}-{arch}-rpms"
+    # The content labels subscription-manager writes (the EUS/E4S/AUS streams' too).
+    rhsm_re = re.compile(rf"^codeready-builder-(?:beta-)?for-rhel-{re.escape(str(major))}-{re.escape(arch)}(?:-(?:eus|e4s|aus))?-rpms$")
+    candidates = [repo for repo in states if _CRB_RE.search(repo) and not _CRB_EXCLUDED_RE.search(repo)]
+    if wanted:
+        chosen = wanted if wanted in states else ""
+    else:
+        ranked = ([r for r in candidates if r == rhsm]
+                  + [r for r in candidates if r != rhsm and rhsm_re.match(r)]
+                  + [r for r in candidates if "rhui" in r.lower()]
+                  + [r for r in candidates if r != "crb" and not rhsm_re.match(r) and "rhui" not in r.lower()]
+                  + [r for r in candidates if r == "crb"])
+        enabled = [r for r in ranked if states[r]]
+        chosen = (enabled or ranked or [""])[0]
+    if not chosen:
+        missing = f"the repository {wanted} (hub_base_crb_repo)" if wanted else "a CodeReady Builder (CRB) repository"
+        return {"repo": wanted, "method": "none", "error": (
+            f"This host has no {missing} among its dnf repositories ({len(states)} listed by dnf repolist "
+            "--all): register it (subscription-manager, Satellite) or add the repository, set "
+            "hub_base_crb_repo to the id of the one it has, or set hub_base_crb_enabled: false where "
+            "EPEL's packages need nothing from CRB.")}
+    if states[chosen]:
+        return {"repo": chosen, "method": "none", "error": ""}
+    return {"repo": chosen, "method": "subscription-manager" if rhsm_re.match(chosen) else "dnf", "error": ""}
 
 
 def hub_apt_security_suites(output: Lines) -> List[str]:
@@ -248,6 +307,140 @@ def hub_authorized_keys_files(settings: Mapping[str, str], home: str, user: str)
     return files
 
 
+# The signature algorithms a key of each type can log in with (an RSA key signs with SHA-2 or,
+# on old clients, SHA-1); a certificate's type is its key type with -cert-v01@openssh.com.
+_KEY_SIGNATURES = {
+    "ssh-rsa": ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"],
+    "ssh-dss": ["ssh-dss"],
+    "ssh-ed25519": ["ssh-ed25519"],
+    "ecdsa-sha2-nistp256": ["ecdsa-sha2-nistp256"],
+    "ecdsa-sha2-nistp384": ["ecdsa-sha2-nistp384"],
+    "ecdsa-sha2-nistp521": ["ecdsa-sha2-nistp521"],
+    "sk-ecdsa-sha2-nistp256@openssh.com": ["sk-ecdsa-sha2-nistp256@openssh.com"],
+    "sk-ssh-ed25519@openssh.com": ["sk-ssh-ed25519@openssh.com"],
+}
+_KEY_LINE_RE = re.compile(r"(?:^|[\s,])([A-Za-z0-9@.\-]+)\s+(AAAA[0-9A-Za-z+/]+=*)")
+
+
+def _blob_type(blob: str) -> str:
+    """The key type a public key blob names in its first field ("" when it is not one)."""
+    try:
+        raw = base64.b64decode(blob, validate=True)
+        (length,) = struct.unpack(">I", raw[:4])
+        return raw[4:4 + length].decode("ascii") if 0 < length < 64 else ""
+    except (binascii.Error, struct.error, UnicodeDecodeError, ValueError):
+        return ""
+
+
+def _options(text: str) -> List[str]:
+    """An authorized_keys line's options ("from=\"a,b\",no-pty,cert-authority"), split at the
+    commas outside double quotes."""
+    options, current, quoted = [], "", False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        if char == "," and not quoted:
+            options.append(current.strip())
+            current = ""
+        else:
+            current += char
+    return options + [current.strip()] if current.strip() else options
+
+
+def hub_authorized_key_types(text: str) -> List[Dict[str, Any]]:
+    """The keys of an authorized_keys file, as [{type, cert_authority}]: the key's type, and
+    whether the line trusts a certificate authority (the `cert-authority` option). Comments and
+    blank lines left out, and lines sshd cannot use either: no key, a blob that does not decode,
+    or one of another type than the line writes (sshd refuses the mismatch)."""
+    keys: List[Dict[str, Any]] = []
+    for line in _lines(text):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        found = _KEY_LINE_RE.search(line)
+        if not found:
+            continue
+        key_type = found.group(1)
+        if _blob_type(found.group(2)) != key_type:
+            continue
+        options = _options(line[:found.start(1)].rstrip(", \t"))
+        keys.append({"type": key_type, "cert_authority": "cert-authority" in options})
+    return keys
+
+
+def hub_accepted_keys(keys: Iterable[Mapping[str, Any]], settings: Mapping[str, str],
+                      removed: Iterable[str] = ()) -> List[str]:
+    """The keys (hub_authorized_key_types) a login can use under sshd `settings`
+    (hub_sshd_settings of `sshd -T`) once the algorithms in `removed` are taken away: a key when
+    PubkeyAcceptedAlgorithms (PubkeyAcceptedKeyTypes before OpenSSH 8.5) has an algorithm it signs
+    with; a cert-authority key when CASignatureAlgorithms has one and a certificate type is
+    accepted. Each as its type ("cert-authority TYPE" for those), in file order."""
+    gone = set(removed)
+    pubkey_value = settings.get("pubkeyacceptedalgorithms", settings.get("pubkeyacceptedkeytypes", ""))
+    pubkey = {a for a in pubkey_value.split(",") if a} - gone
+    ca = {a for a in settings.get("casignaturealgorithms", "").split(",") if a} - gone
+    accepted = []
+    for key in keys:
+        signs = set(_KEY_SIGNATURES.get(str(key["type"]), [str(key["type"])]))
+        if key.get("cert_authority"):
+            if signs & ca and any(a.endswith("-cert-v01@openssh.com") for a in pubkey):
+                accepted.append(f"cert-authority {key['type']}")
+        elif signs & pubkey:
+            accepted.append(str(key["type"]))
+    return accepted
+
+
+def hub_selinux_modules(output: Lines) -> List[str]:
+    """The module names of `semodule --list-modules=standard` (one per line; `full` adds the
+    priority before the name and the language after it: "400 hub pp")."""
+    names = []
+    for line in _lines(output):
+        fields = line.split()
+        if fields:
+            names.append(fields[1] if len(fields) >= 3 and fields[0].isdigit() else fields[0])
+    return names
+
+
+# --- Listening ports (hub_monitoring's check before it binds) --------------------------------------
+
+def hub_port_listeners(listeners: Iterable[Mapping[str, Any]], ports: Iterable[Union[int, str]]) -> List[Dict[str, Any]]:
+    """The listeners (listen_ports_facts' tcp_listen: [{address, port, pid, name, ...}]) on one
+    of `ports`, as [{port, address, pid, name}] (pid 0 when ss could not tell, name "?")."""
+    wanted = {int(port) for port in ports}
+    found = []
+    for entry in listeners:
+        if int(entry.get("port", -1)) in wanted:
+            found.append({"port": int(entry["port"]), "address": str(entry.get("address", "")),
+                          "pid": int(entry.get("pid") or 0), "name": str(entry.get("name") or "?")})
+    return found
+
+
+def hub_pid_units(output: Lines) -> Dict[int, str]:
+    """`ps -o pid=,unit= -p PID...` output ("  812 cockpit.socket") as {pid: systemd unit}; a
+    process outside any unit shows "-"."""
+    units: Dict[int, str] = {}
+    for line in _lines(output):
+        parts = line.split()
+        if len(parts) == 2 and parts[0].isdigit():
+            units[int(parts[0])] = parts[1]
+    return units
+
+
+def hub_foreign_listeners(listeners: Iterable[Mapping[str, Any]], units: Mapping[Any, str],
+                          own_units: Iterable[str]) -> List[str]:
+    """The listeners (hub_port_listeners) whose process belongs to none of `own_units`, as
+    "PORT (NAME, pid PID, UNIT)" strings: a port the hub would bind that something else holds.
+    `units` maps pids (hub_pid_units; keys may be strings after templating) to units."""
+    ours = set(own_units)
+    by_pid = {int(pid): unit for pid, unit in units.items()}
+    foreign = []
+    for entry in listeners:
+        unit = by_pid.get(int(entry["pid"]), "-")
+        if unit not in ours:
+            foreign.append(f"{entry['port']} ({entry['name']}, pid {entry['pid']}, {unit})")
+    return sorted(set(foreign))
+
+
 class FilterModule:
     """hub.provision filters."""
 
@@ -259,6 +452,8 @@ class FilterModule:
             "hub_sysctl_present": hub_sysctl_present,
             "hub_sysctl_drift": hub_sysctl_drift,
             "hub_dnf_repo_ids": hub_dnf_repo_ids,
+            "hub_dnf_repo_states": hub_dnf_repo_states,
+            "hub_crb_repo": hub_crb_repo,
             "hub_apt_security_suites": hub_apt_security_suites,
             "hub_login_defs_parse": hub_login_defs_parse,
             "hub_login_defs_drift": hub_login_defs_drift,
@@ -273,4 +468,10 @@ class FilterModule:
             "hub_moduli_below_regex": hub_moduli_below_regex,
             "hub_sshd_settings": hub_sshd_settings,
             "hub_authorized_keys_files": hub_authorized_keys_files,
+            "hub_authorized_key_types": hub_authorized_key_types,
+            "hub_accepted_keys": hub_accepted_keys,
+            "hub_selinux_modules": hub_selinux_modules,
+            "hub_port_listeners": hub_port_listeners,
+            "hub_pid_units": hub_pid_units,
+            "hub_foreign_listeners": hub_foreign_listeners,
         }

@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -437,6 +438,195 @@ def test_every_filter_is_exported() -> None:
     public = sorted(name for name in vars(hub) if name.startswith("hub_"))
     assert sorted(exported) == public
     assert all(exported[name] is getattr(hub, name) for name in public)
+
+
+# --- authorized keys and the algorithms sshd accepts ----------------------------------------------
+
+# `sshd -T` lines of RHEL 9's DEFAULT crypto policy (opensshserver.config) and of
+# an OpenSSH 8.4 host whose operator narrowed the list (the keyword's name before 8.5).
+RHEL9_PUBKEY = ("ecdsa-sha2-nistp256,ecdsa-sha2-nistp256-cert-v01@openssh.com,sk-ecdsa-sha2-nistp256@openssh.com,"
+                "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com,ecdsa-sha2-nistp384,ecdsa-sha2-nistp384-cert-v01@openssh.com,"
+                "ecdsa-sha2-nistp521,ecdsa-sha2-nistp521-cert-v01@openssh.com,ssh-ed25519,ssh-ed25519-cert-v01@openssh.com,"
+                "sk-ssh-ed25519@openssh.com,sk-ssh-ed25519-cert-v01@openssh.com,rsa-sha2-256,rsa-sha2-256-cert-v01@openssh.com,"
+                "rsa-sha2-512,rsa-sha2-512-cert-v01@openssh.com")
+RHEL9_SSHD_T = [f"pubkeyacceptedalgorithms {RHEL9_PUBKEY}",
+                "casignaturealgorithms ecdsa-sha2-nistp256,ecdsa-sha2-nistp384,ecdsa-sha2-nistp521,sk-ecdsa-sha2-nistp256@openssh.com,"
+                "ssh-ed25519,sk-ssh-ed25519@openssh.com,rsa-sha2-256,rsa-sha2-512",
+                "authorizedkeyscommand none", "trustedusercakeys none"]
+NARROWED_84_SSHD_T = ["pubkeyacceptedkeytypes ssh-ed25519-cert-v01@openssh.com,ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256,ssh-rsa",
+                   "casignaturealgorithms ssh-ed25519,ecdsa-sha2-nistp256,rsa-sha2-512,rsa-sha2-256"]
+
+
+@pytest.fixture(scope="module")
+def real_keys(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, str]:
+    """Public keys of each type made by ssh-keygen: "TYPE BLOB COMMENT" lines."""
+    out = tmp_path_factory.mktemp("keys")
+    keys = {}
+    for kind, bits in (("ed25519", []), ("ecdsa", ["-b", "384"]), ("rsa", ["-b", "2048"]), ("ecdsa", ["-b", "256"])):
+        path = out / f"{kind}{bits[-1] if bits else ''}"
+        subprocess.run(["ssh-keygen", "-q", "-t", kind, *bits, "-N", "", "-C", f"op@{kind}", "-f", str(path)],
+                       check=True, capture_output=True, timeout=60)
+        line = (path.with_suffix(".pub") if path.suffix else Path(str(path) + ".pub")).read_text().strip()
+        keys[line.split()[0]] = line
+    return keys
+
+
+def test_authorized_key_types_of_real_keys_with_options(real_keys: Dict[str, str]) -> None:
+    rng = random.Random(7)
+    options = ['from="10.0.0.1,10.0.0.2"', 'command="echo a, b",no-pty', "no-agent-forwarding", "restrict"]
+    lines = ["# an operator's keys", ""]
+    expected = []
+    for key_type, line in sorted(real_keys.items()):
+        prefix = rng.choice(options)
+        lines.append(f"{prefix} {line}")
+        expected.append({"type": key_type, "cert_authority": False})
+    ca_type, ca_line = sorted(real_keys.items())[0]
+    lines.append(f'cert-authority,principals="ops,admin" {ca_line}')
+    expected.append({"type": ca_type, "cert_authority": True})
+    lines.append("garbage without a key")
+    assert hub.hub_authorized_key_types("\n".join(lines) + "\n") == expected
+
+
+def test_authorized_key_types_leave_out_what_sshd_cannot_use(real_keys: Dict[str, str]) -> None:
+    """sshd refuses a line whose blob is another type than the line writes, or no key at all."""
+    blob = real_keys["ssh-ed25519"].split()[1]
+    assert hub.hub_authorized_key_types(f"ssh-rsa {blob} mislabelled") == []
+    assert hub.hub_authorized_key_types(f"ssh-ed25519 {blob} right") == [{"type": "ssh-ed25519", "cert_authority": False}]
+    assert hub.hub_authorized_key_types("ssh-ed25519 AAAAnotbase64!! x\nssh-ed25519 AAAA") == []
+
+
+@pytest.mark.parametrize(("key_type", "rhel", "narrowed"), [
+    ("ecdsa-sha2-nistp256", True, True), ("ecdsa-sha2-nistp384", True, False), ("ssh-ed25519", True, True),
+    ("ssh-rsa", True, True), ("ssh-dss", False, False), ("sk-ssh-ed25519@openssh.com", True, False)])
+def test_accepted_keys(key_type: str, rhel: bool, narrowed: bool) -> None:
+    keys = [{"type": key_type, "cert_authority": False}]
+    assert bool(hub.hub_accepted_keys(keys, hub.hub_sshd_settings(RHEL9_SSHD_T))) is rhel
+    assert bool(hub.hub_accepted_keys(keys, hub.hub_sshd_settings(NARROWED_84_SSHD_T))) is narrowed
+
+
+def test_accepted_keys_less_what_the_configuration_removes() -> None:
+    settings = hub.hub_sshd_settings(RHEL9_SSHD_T)
+    rsa = [{"type": "ssh-rsa", "cert_authority": False}]
+    assert hub.hub_accepted_keys(rsa, settings, ["ssh-rsa", "ssh-rsa-cert-v01@openssh.com"]) == ["ssh-rsa"]
+    assert hub.hub_accepted_keys(rsa, settings, ["rsa-sha2-256", "rsa-sha2-512"]) == []
+    ecdsa = [{"type": "ecdsa-sha2-nistp256", "cert_authority": False}, {"type": "ssh-ed25519", "cert_authority": True}]
+    assert hub.hub_accepted_keys(ecdsa, settings) == ["ecdsa-sha2-nistp256", "cert-authority ssh-ed25519"]
+    # A CA whose signatures sshd no longer takes, or no certificate type left: refused.
+    assert hub.hub_accepted_keys(ecdsa[1:], settings, ["ssh-ed25519"]) == []
+    certificates = [a for a in RHEL9_PUBKEY.split(",") if a.endswith("-cert-v01@openssh.com")]
+    assert hub.hub_accepted_keys(ecdsa[1:], settings, certificates) == []
+
+
+# --- CRB (dnf repolist --all) ----------------------------------------------------------------------
+
+def _repolist(rows: Dict[str, bool]) -> str:
+    """`dnf -q repolist --all` as dnf prints it (names with spaces, status last)."""
+    lines = [f"{'repo id':<60} {'repo name':<50} status"]
+    lines += [f"{repo:<60} {'Repo ' + repo + ' (RPMs)':<50} {'enabled' if on else 'disabled'}" for repo, on in rows.items()]
+    return "\n".join(lines) + "\n"
+
+
+RHSM = "codeready-builder-for-rhel-9-x86_64-rpms"
+CRB_CASES = [
+    # Red Hat's CDN, or a Satellite the host is registered to: the same content labels.
+    ({RHSM: False, "codeready-builder-for-rhel-9-x86_64-source-rpms": False, "rhel-9-for-x86_64-baseos-rpms": True,
+      "satellite-client-6-for-rhel-9-x86_64-rpms": True, "ACME_EPEL_9_epel9_x86_64": True}, RHSM, "subscription-manager"),
+    # EUS stream of a registered host.
+    ({"codeready-builder-for-rhel-9-x86_64-eus-rpms": False, "rhel-9-for-x86_64-baseos-eus-rpms": True},
+     "codeready-builder-for-rhel-9-x86_64-eus-rpms", "subscription-manager"),
+    # RHUI: AWS, Azure, Google.
+    ({"codeready-builder-for-rhel-9-rhui-debug-rpms": False, "codeready-builder-for-rhel-9-rhui-rpms": False,
+      "rhel-9-baseos-rhui-rpms": True}, "codeready-builder-for-rhel-9-rhui-rpms", "dnf"),
+    ({"codeready-builder-for-rhel-9-x86_64-rhui-source-rpms": False, "codeready-builder-for-rhel-9-x86_64-rhui-rpms": False,
+      "rhui-microsoft-azure-rhel9": True}, "codeready-builder-for-rhel-9-x86_64-rhui-rpms", "dnf"),
+    ({"rhui-codeready-builder-for-rhel-9-x86_64-rhui-rpms": False, "rhui-rhel-9-for-x86_64-baseos-rhui-rpms": True},
+     "rhui-codeready-builder-for-rhel-9-x86_64-rhui-rpms", "dnf"),
+    # A Satellite content view or a mirror as a .repo file.
+    ({"ACME_Red_Hat_CodeReady_Linux_Builder_for_x86_64_RHEL_9_x86_64_RPMs": False,
+      "ACME_Red_Hat_CodeReady_Linux_Builder_for_x86_64_RHEL_9_x86_64_Debug_RPMs": False},
+     "ACME_Red_Hat_CodeReady_Linux_Builder_for_x86_64_RHEL_9_x86_64_RPMs", "dnf"),
+    # Rocky and AlmaLinux.
+    ({"baseos": True, "crb": False, "crb-source": False, "crb-debuginfo": False}, "crb", "dnf"),
+    # Already enabled: nothing to do, whichever other CRB id there is.
+    ({"crb": True, "codeready-builder-for-rhel-9-rhui-rpms": False}, "crb", "none"),
+    ({RHSM: True}, RHSM, "none"),
+]
+
+
+@pytest.mark.parametrize(("repos", "repo", "method"), CRB_CASES)
+def test_crb_repo_from_the_hosts_repositories(repos: Dict[str, bool], repo: str, method: str) -> None:
+    states = hub.hub_dnf_repo_states(_repolist(repos))
+    assert states == repos
+    assert hub.hub_crb_repo(states, "9", "x86_64") == {"repo": repo, "method": method, "error": ""}
+
+
+def test_crb_repo_is_the_operators_when_named() -> None:
+    states = {RHSM: False, "mirror-crb": False, "mirror-baseos": True}
+    assert hub.hub_crb_repo(states, 9, "x86_64", "mirror-crb") == {"repo": "mirror-crb", "method": "dnf", "error": ""}
+    assert hub.hub_crb_repo(states, 9, "x86_64", RHSM)["method"] == "subscription-manager"
+    missing = hub.hub_crb_repo(states, 9, "x86_64", "codeready-elsewhere")
+    assert missing["method"] == "none" and "codeready-elsewhere (hub_base_crb_repo)" in missing["error"]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_without_any_crb_repository_the_error_names_the_variables(seed: int) -> None:
+    rng = random.Random(seed)
+    names = ["baseos", "appstream", "extras", "epel", "rhel-9-for-x86_64-baseos-rpms", "crb-source",
+             "codeready-builder-for-rhel-9-x86_64-debug-rpms", "mirror-appstream", "ACME_EPEL_9"]
+    repos = {name: rng.random() < 0.5 for name in rng.sample(names, rng.randint(0, len(names)))}
+    result = hub.hub_crb_repo(hub.hub_dnf_repo_states(_repolist(repos)), "9", "x86_64")
+    assert result["method"] == "none" and result["repo"] == ""
+    assert "hub_base_crb_repo" in result["error"] and "hub_base_crb_enabled" in result["error"]
+
+
+def test_dnf_repo_states_ignore_the_header_and_blank_lines() -> None:
+    assert hub.hub_dnf_repo_states("repo id   repo name   status\n\n") == {}
+    assert hub.hub_dnf_repo_states(["crb  Rocky Linux 9 - CRB  disabled", "baseos  BaseOS  enabled"]) == {
+        "crb": False, "baseos": True}
+
+
+def test_selinux_modules() -> None:
+    assert hub.hub_selinux_modules("abrt\naccountsd\nhub\n\n") == ["abrt", "accountsd", "hub"]
+    assert hub.hub_selinux_modules(["100 abrt pp", "400 hub pp", "100 zoneminder pp"]) == ["abrt", "hub", "zoneminder"]
+    assert "hub" not in hub.hub_selinux_modules(["hubble", "100 github pp"])
+
+
+# --- listening ports ------------------------------------------------------------------------------
+
+# listen_ports_facts' tcp_listen on a RHEL 9 host with Cockpit's socket, the hub's exporter and
+# node exporter (ss could not name the process of the last one: pid 0).
+TCP_LISTEN = [
+    {"address": "0.0.0.0", "name": "sshd", "pid": 905, "port": 22, "protocol": "tcp", "stime": "", "user": "root"},
+    {"address": "::", "name": "systemd", "pid": 1, "port": 9090, "protocol": "tcp", "stime": "", "user": "root"},
+    {"address": "127.0.0.1", "name": "multiagent-hive", "pid": 1312, "port": 9464, "protocol": "tcp", "stime": "", "user": "ai-orchestrator"},
+    {"address": "127.0.0.1", "name": "node_exporter", "pid": 1400, "port": 9100, "protocol": "tcp", "stime": "", "user": "node-exp"},
+    {"address": "::1", "name": "", "pid": None, "port": 9100, "protocol": "tcp", "stime": "", "user": ""},
+]
+# `ps -o pid=,unit= -p 1,1312,1400` (a process outside any unit prints "-").
+PS_UNITS = """\
+      1 cockpit.socket
+   1312 ai-orchestrator-exporter.service
+   1400 -
+"""
+
+
+def test_port_listeners() -> None:
+    assert hub.hub_port_listeners(TCP_LISTEN, [9090]) == [
+        {"port": 9090, "address": "::", "pid": 1, "name": "systemd"}]
+    assert [e["pid"] for e in hub.hub_port_listeners(TCP_LISTEN, ["9100", 9464])] == [1312, 1400, 0]
+    assert hub.hub_port_listeners(TCP_LISTEN, [8080]) == [] and hub.hub_port_listeners([], [22]) == []
+
+
+def test_pid_units_and_foreign_listeners() -> None:
+    units = hub.hub_pid_units(PS_UNITS)
+    assert units == {1: "cockpit.socket", 1312: "ai-orchestrator-exporter.service", 1400: "-"}
+    own = ["ai-orchestrator.service", "ai-orchestrator-exporter.service", "node_exporter.service"]
+    listeners = hub.hub_port_listeners(TCP_LISTEN, [9090, 9464, 9100])
+    assert hub.hub_foreign_listeners(listeners, units, own) == [
+        "9090 (systemd, pid 1, cockpit.socket)", "9100 (?, pid 0, -)", "9100 (node_exporter, pid 1400, -)"]
+    # Keys as strings (a dict after templating) and the hub's own units only: nothing foreign.
+    mine = hub.hub_port_listeners(TCP_LISTEN, [9464])
+    assert hub.hub_foreign_listeners(mine, {str(k): v for k, v in units.items()}, own) == []
 
 
 # --- through Ansible -------------------------------------------------------------------------------

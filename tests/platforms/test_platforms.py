@@ -25,9 +25,11 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 ROLES = REPO / "roles"
 
-DEBIAN_FAMILY = ["debian-11", "debian-12", "debian-13", "ubuntu-22.04"]
+DEBIAN_FAMILY = ["debian-11", "debian-12", "debian-13", "ubuntu-22.04", "ubuntu-24.04"]
 RHEL_FAMILY = ["rocky-9", "rocky-9-container", "rhel-9"]
 PLATFORMS = DEBIAN_FAMILY + RHEL_FAMILY
+# RHEL 9 hosts that get their packages from elsewhere than a subscription-manager registration.
+RHEL_REPO_SOURCES = ["rhel-9-rhui", "rhel-9-satellite", "rhel-9-no-crb"]
 
 # RHEL 9 installs (and its container images) ship the -minimal/-single variant; asking for the
 # package on the left is a dnf depsolve conflict with the one on the right.
@@ -86,7 +88,7 @@ def conditions(task: dict[str, Any]) -> str:
 
 
 def test_every_platform_resolves_and_renders_every_template(reports: dict[str, dict[str, Any]]) -> None:
-    assert sorted(reports) == sorted(PLATFORMS + ["debian-12-no-security"])
+    assert sorted(reports) == sorted(PLATFORMS + ["debian-12-no-security"] + RHEL_REPO_SOURCES)
     templates = sorted(str(p.relative_to(ROLES)) for p in ROLES.glob("*/templates/*.j2"))
     for platform, report in reports.items():
         assert sorted(report["rendered"]) == templates, platform
@@ -142,8 +144,10 @@ def test_epel_is_enabled_where_packages_come_from_it(reports: dict[str, dict[str
     assert defaults["hub_base_epel_enabled"] is True and defaults["hub_base_crb_enabled"] is True
     assert r["hub_base_epel_gpg_fingerprint"] == "FF8AD1344597106ECE813B918A3872BF3228467C"
     assert r["hub_base_epel_gpg_key"].endswith("RPM-GPG-KEY-EPEL-9")
+    assert r["hub_base_crb_error"] == ""
     if platform == "rhel-9":
-        # RHEL carries no epel-release; CodeReady Builder comes through subscription-manager.
+        # RHEL carries no epel-release; a registered host's CodeReady Builder comes through
+        # subscription-manager (redhat.repo is its file).
         assert r["hub_base_epel_release"] == "https://dl.fedoraproject.org/pub/epel/epel-release-latest-9.noarch.rpm"
         assert r["hub_base_crb_method"] == "subscription-manager"
         assert r["hub_base_crb_repo"] == "codeready-builder-for-rhel-9-x86_64-rpms"
@@ -158,6 +162,38 @@ def test_epel_is_enabled_where_packages_come_from_it(reports: dict[str, dict[str
     keys = [t for t in sources if "ansible.builtin.rpm_key" in t]
     assert installs and keys
     assert keys[0]["ansible.builtin.rpm_key"]["fingerprint"] == "{{ __hub_base_epel_gpg_fingerprint_effective }}"
+
+
+@pytest.mark.parametrize(("host", "method", "repo"), [
+    ("rhel-9-rhui", "dnf", "codeready-builder-for-rhel-9-rhui-rpms"),
+    ("rhel-9-satellite", "dnf", "ACME_Red_Hat_CodeReady_Linux_Builder_for_x86_64_RHEL_9_x86_64_RPMs")])
+def test_crb_comes_from_the_repositories_the_host_has(
+        reports: dict[str, dict[str, Any]], host: str, method: str, repo: str) -> None:
+    """Not registered (RHUI on a cloud's pay-as-you-go image, a Satellite's .repo file): the host's
+    own CodeReady Builder id, enabled with dnf config-manager, never subscription-manager."""
+    r = resolved(reports, host)
+    assert (r["hub_base_crb_method"], r["hub_base_crb_repo"], r["hub_base_crb_error"]) == (method, repo, "")
+    assert r["hub_base_security_source_found"] is True
+    sources = list(walk(load_tasks(ROLES / "hub_base/tasks/sources.yml")))
+    enable = next(t for t in sources if "community.general.dnf_config_manager" in t)
+    assert enable["community.general.dnf_config_manager"]["name"] == ["{{ __hub_base_crb_repo_effective }}"]
+    assert "__hub_base_crb_method == 'dnf'" in enable["when"]
+    rhsm = next(t for t in sources if "community.general.rhsm_repository" in t)
+    assert "__hub_base_crb_method == 'subscription-manager'" in rhsm["when"]
+
+
+def test_a_host_without_crb_stops_naming_the_variables(reports: dict[str, dict[str, Any]]) -> None:
+    r = resolved(reports, "rhel-9-no-crb")
+    assert r["hub_base_crb_method"] == "none"
+    assert "hub_base_crb_repo" in r["hub_base_crb_error"] and "hub_base_crb_enabled" in r["hub_base_crb_error"]
+    sources = list(walk(load_tasks(ROLES / "hub_base/tasks/sources.yml")))
+    probe = next(t for t in sources if t.get("register") == "__hub_base_dnf_repolist_all")
+    assert probe["ansible.builtin.command"]["argv"] == ["dnf", "-q", "repolist", "--all"]
+    assert probe["changed_when"] is False and probe["check_mode"] is False
+    guard = next(t for t in sources if t.get("ansible.builtin.assert", {}).get("fail_msg") == "{{ __hub_base_crb.error }}")
+    assert sources.index(probe) < sources.index(guard)
+    assert all(sources.index(guard) < sources.index(t) for t in sources
+               if "community.general.dnf_config_manager" in t or "community.general.rhsm_repository" in t)
 
 
 def test_debian_family_needs_no_epel(reports: dict[str, dict[str, Any]]) -> None:

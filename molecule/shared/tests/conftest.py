@@ -118,6 +118,11 @@ def _host_values(host: Any) -> Dict[str, Any]:
     return {}
 
 
+def host_value(host: Any, name: str, default: Any) -> Any:
+    """One of the host's own inventory values (a role switch), else the role's default."""
+    return _host_values(host).get(name, default)
+
+
 _LAYOUTS: Dict[str, Layout] = {}
 
 

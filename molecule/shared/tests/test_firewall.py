@@ -9,7 +9,7 @@ from typing import Any, List, Set, Tuple
 
 import pytest
 
-from conftest import layout
+from conftest import host_value, layout
 
 # The layout's loopback ports (conftest.Layout attributes).
 INTERNAL_PORTS = ("http_port", "metrics_port", "node_exporter_port")
@@ -113,14 +113,27 @@ def test_nothing_else_open_to_the_world(host: Any) -> None:
         extra = {p for p in firewalld(host, f"--zone={zone} --list-ports").split()
                  if int(p.split("/")[0].split("-")[0]) not in allowed or not p.endswith("/tcp")}
         services = set(firewalld(host, f"--zone={zone} --list-services").split())
-        extra |= services - {"ssh", "http", "https"}
+        # dhcpv6-client accepts only replies from link-local DHCPv6 servers (546/udp).
+        extra |= services - {"ssh", "http", "https", "dhcpv6-client"}
     assert not extra
+
+
+@pytest.mark.checklist("PRE-NET-1")
+def test_firewalld_keeps_the_dhcpv6_client(host: Any) -> None:
+    """A host that gets its IPv6 address by DHCPv6 loses it at lease renewal without this service;
+    only hub_firewall_firewalld_dhcpv6_client: false closes it."""
+    zone = firewalld(host, "--get-default-zone")
+    services = set(firewalld(host, f"--permanent --zone={zone} --list-services").split())
+    if host_value(host, "hub_firewall_firewalld_dhcpv6_client", True) in (False, "false"):
+        assert "dhcpv6-client" not in services
+    else:
+        assert "dhcpv6-client" in services
 
 
 @pytest.mark.checklist("PRE-NET-2")
 @pytest.mark.parametrize("port_name", INTERNAL_PORTS)
 def test_internal_port_not_allowed(host: Any, port_name: str) -> None:
-    """The app (8080), its metrics (9090) and node exporter (9100) have no opening from anywhere."""
+    """The app (8080), its metrics (9464) and node exporter (9100) have no opening from anywhere."""
     port = getattr(layout(host), port_name)
     if is_debian_family(host):
         rules = ufw_rules(ufw_status(host))

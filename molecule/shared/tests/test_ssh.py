@@ -246,6 +246,16 @@ def test_ssh_audit_no_failures_or_warnings(host: Any, audit_report: str) -> None
     assert not warnings, f"ssh-audit warnings: {warnings} (unknown to this ssh-audit: {unknown})"
 
 
+@pytest.mark.checklist("PRE-ACC-2", "PRE-HARD-1")
+def test_ecdsa_user_keys_and_certificates_stay_accepted(effective: Dict[str, str]) -> None:
+    """Operators (and Ansible) log in with ECDSA keys and certificates on every platform: neither
+    the drop-in nor RHEL's crypto subpolicy may take them away."""
+    pubkey = effective.get("pubkeyacceptedalgorithms", effective.get("pubkeyacceptedkeytypes", "")).split(",")
+    assert {"ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ssh-ed25519"} <= set(pubkey), pubkey
+    assert "ecdsa-sha2-nistp256-cert-v01@openssh.com" in pubkey, pubkey
+    assert "ecdsa-sha2-nistp256" in effective["casignaturealgorithms"].split(","), effective["casignaturealgorithms"]
+
+
 @pytest.mark.checklist("PRE-HARD-1")
 def test_ssh_algorithms_strong(host: Any, effective: Dict[str, str]) -> None:
     kex = effective["kexalgorithms"].split(",")
@@ -255,9 +265,14 @@ def test_ssh_algorithms_strong(host: Any, effective: Dict[str, str]) -> None:
     assert [k for k in kex if WEAK_KEX.match(k)] == [], kex
     assert all(c.endswith(("-ctr", "-gcm@openssh.com")) or c.startswith("chacha20-poly1305") for c in ciphers), ciphers
     assert all("-etm@" in m for m in macs) and not [m for m in macs if WEAK_MAC.search(m)], macs
-    assert all(h.startswith(("ssh-ed25519", "rsa-sha2-", "sk-ssh-ed25519")) for h in hostkeys), hostkeys
     if uses_crypto_policies(host):
+        # The policy's one signature list makes HostKeyAlgorithms and the user key algorithms
+        # alike, and ECDSA user keys stay accepted: sshd offers only the host keys it loads
+        # (the HostKey lines: test_ssh_host_keys_ed25519_and_strong_rsa; ssh-audit sees the offer).
+        assert all(h.startswith(("ssh-ed25519", "rsa-sha2-", "sk-ssh-ed25519", "ecdsa-sha2-", "sk-ecdsa-sha2-"))
+                   for h in hostkeys), hostkeys
         return
+    assert all(h.startswith(("ssh-ed25519", "rsa-sha2-", "sk-ssh-ed25519")) for h in hostkeys), hostkeys
     # Version-dependent choice: the best hybrid key exchange this OpenSSH has comes first.
     version = openssh_version(host)
     if version >= (9, 9):
