@@ -4,13 +4,18 @@ with nothing of this repository on Ansible's search paths; the filters the roles
 the installed collection."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
+from typing import Any, Dict, List, Tuple
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -47,11 +52,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     # An empty ansible.cfg: neither the repository's roles_path nor its strategy_plugins apply.
     (work / "ansible.cfg").write_text("[defaults]\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(ANSIBLE_CONFIG=str(work / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(work / "collections"),
+    env.update(PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", ANSIBLE_CONFIG=str(work / "ansible.cfg"), ANSIBLE_COLLECTIONS_PATH=str(work / "collections"),
                ANSIBLE_HOME=str(work / "home"), ANSIBLE_NOCOLOR="1")
-    built = _run([str(BIN / "ansible-galaxy"), "collection", "build", str(ROOT), "--output-path", str(work)], work, env)
+    # As a release is built: what git tracks, whatever else lies in this checkout.
+    built = _run(["bash", str(ROOT / "scripts/build-collection.sh"), str(work)], work, env)
     assert built.returncode == 0, built.stdout + built.stderr
-    (tarball,) = work.glob("hub-provision-*.tar.gz")
+    tarball = Path(built.stdout.strip())
     with tarfile.open(tarball) as tar:
         names = tar.getnames()
     assert "roles/hub_app/tasks/main.yml" in names and "app/pyproject.toml" in names
@@ -113,3 +119,104 @@ def test_syntax_check_fails_for_a_missing_role(installed: tuple[Path, dict[str, 
     result = _run([str(BIN / "ansible-playbook"), "-i", "localhost,", "bad.yml", "--syntax-check"], work, env)
     assert result.returncode != 0
     assert "hub_nonexistent" in result.stdout + result.stderr
+
+
+# --- Documentation: what ansible-doc and Galaxy show of the installed collection ----------------
+
+def _filter_names() -> List[str]:
+    spec = importlib.util.spec_from_file_location("hub_filters", ROOT / "plugins/filter/hub.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return sorted(module.FilterModule().filters())
+
+
+def _doc(installed: tuple[Path, dict[str, str]], kind: str, names: List[str]) -> Dict[str, Any]:
+    work, env = installed
+    result = _run([str(BIN / "ansible-doc"), "-t", kind, "--json", *names], work, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    docs: Dict[str, Any] = json.loads(result.stdout)
+    return docs
+
+
+def test_every_filter_has_its_documentation(installed: tuple[Path, dict[str, str]]) -> None:
+    names = _filter_names()
+    # One doc file per filter, and no doc file of a filter that does not exist.
+    assert sorted(p.stem for p in (ROOT / "plugins/filter").glob("*.yml")) == names
+    docs = _doc(installed, "filter", [f"hub.provision.{n}" for n in names])
+    assert sorted(docs) == [f"hub.provision.{n}" for n in names]
+    for fqcn, doc in docs.items():
+        assert doc["doc"]["short_description"] and doc["doc"]["description"], fqcn
+        assert "_input" in doc["doc"]["options"], fqcn
+        assert doc["return"]["_value"]["description"], fqcn
+        assert f"| {fqcn}" in doc["examples"], f"{fqcn}: its examples do not call it"
+    work, env = installed
+    text = _run([str(BIN / "ansible-doc"), "-t", "filter", "hub.provision.hub_ufw_rule_listed"], work, env)
+    assert text.returncode == 0 and "Whether ufw lists a rule" in text.stdout, text.stdout + text.stderr
+    listed = _run([str(BIN / "ansible-doc"), "-t", "filter", "-l", "hub.provision"], work, env)
+    assert sorted(line.split()[0] for line in listed.stdout.splitlines() if line.startswith("hub.")) == \
+        [f"hub.provision.{n}" for n in names]
+
+
+def _examples(text: str) -> List[Tuple[Dict[str, Any], Any]]:
+    """The tasks of an EXAMPLES block, each with the result its `# => JSON` comment states."""
+    tasks = yaml.safe_load(text)
+    results = [json.loads(m) for m in re.findall(r"^\s*# => (.*)$", text, flags=re.MULTILINE)]
+    assert len(tasks) == len(results), text
+    return list(zip(tasks, results))
+
+
+def test_filter_examples_give_what_they_say(installed: tuple[Path, dict[str, str]]) -> None:
+    """Every filter's EXAMPLES run from the installed collection, and each gives the result its
+    comment shows."""
+    work, env = installed
+    tasks: List[Dict[str, Any]] = []
+    expected: Dict[str, Any] = {}
+    for name in _filter_names():
+        doc = yaml.safe_load((ROOT / "plugins/filter" / f"{name}.yml").read_text())
+        for i, (task, result) in enumerate(_examples(doc["EXAMPLES"])):
+            var = f"example_{name}_{i}"
+            tasks.append({**task, "register": var})
+            expected[var] = result
+            tasks.append({"name": f"{name}: {task['name']}", "ansible.builtin.assert": {
+                "that": [f"{var}.msg == expected.{var}"], "fail_msg": f"{{{{ {var}.msg }}}} is not {{{{ expected.{var} }}}}"}})
+    assert len(expected) >= len(_filter_names())
+    (work / "examples.yml").write_text(yaml.safe_dump([{"name": "Filter examples", "hosts": "localhost",
+                                                        "connection": "local", "gather_facts": False, "tasks": tasks}]))
+    (work / "expected.json").write_text(json.dumps({"expected": expected}))
+    result = _run([str(BIN / "ansible-playbook"), "-i", "localhost,", "examples.yml", "-e", "@expected.json"], work, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"ok={len(tasks)}" in result.stdout and "failed=0" in result.stdout, result.stdout
+
+
+def test_examples_check_can_fail(installed: tuple[Path, dict[str, str]]) -> None:
+    """A stated result that the filter does not give fails the run above."""
+    work, env = installed
+    play = [{"hosts": "localhost", "connection": "local", "gather_facts": False, "tasks": [
+        {"ansible.builtin.debug": {"msg": "{{ '3072 SHA256:x root@h (RSA)' | hub.provision.hub_ssh_keygen_bits }}"}, "register": "r"},
+        {"ansible.builtin.assert": {"that": ["r.msg == 2048"]}}]}]
+    (work / "wrong.yml").write_text(yaml.safe_dump(play))
+    result = _run([str(BIN / "ansible-playbook"), "-i", "localhost,", "wrong.yml"], work, env)
+    assert result.returncode != 0 and "failed=1" in result.stdout
+
+
+def test_strategy_documented(installed: tuple[Path, dict[str, str]]) -> None:
+    doc = _doc(installed, "strategy", ["hub.provision.mitogen_linear"])["hub.provision.mitogen_linear"]["doc"]
+    assert "Mitogen" in doc["short_description"] and doc["description"]
+
+
+def test_every_role_shows_its_entry_points(installed: tuple[Path, dict[str, str]]) -> None:
+    roles = sorted(p.name for p in (ROOT / "roles").iterdir() if (p / "tasks/main.yml").is_file())
+    docs = _doc(installed, "role", [f"hub.provision.{r}" for r in roles])
+    assert sorted(docs) == roles or sorted(docs) == [f"hub.provision.{r}" for r in roles], sorted(docs)
+    for role in roles:
+        spec = yaml.safe_load((ROOT / "roles" / role / "meta/argument_specs.yml").read_text())["argument_specs"]
+        doc = docs.get(role) or docs[f"hub.provision.{role}"]
+        assert sorted(doc["entry_points"]) == sorted(spec), role
+        for name, entry in doc["entry_points"].items():
+            assert entry["short_description"] and entry["description"], (role, name)
+            assert entry["short_description"] == spec[name]["short_description"], (role, name)
+    work, env = installed
+    text = _run([str(BIN / "ansible-doc"), "-t", "role", "hub.provision.hub_app"], work, env)
+    assert text.returncode == 0, text.stderr
+    assert "ENTRY POINT: main" in text.stdout and "The AI Orchestrator Hub service" in text.stdout, text.stdout
