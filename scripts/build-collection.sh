@@ -12,7 +12,9 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 
 # `git stash create` records the working tree's tracked files as a commit without touching the
-# checkout, its index or the stash list; it prints nothing when nothing differs from HEAD.
+# checkout, its index or the stash list; it prints nothing when nothing differs from HEAD. It
+# fails on stale stat information in the index (files touched, not changed): refresh that first.
+git -C "$here" update-index -q --refresh >/dev/null || true
 tree=$(git -C "$here" stash create)
 git -C "$here" archive --format=tar "${tree:-HEAD}" | tar -x -C "$stage"
 mkdir -p "$out"

@@ -152,7 +152,7 @@ def test_every_filter_has_its_documentation(installed: tuple[Path, dict[str, str
         assert f"| {fqcn}" in doc["examples"], f"{fqcn}: its examples do not call it"
     work, env = installed
     text = _run([str(BIN / "ansible-doc"), "-t", "filter", "hub.provision.hub_ufw_rule_listed"], work, env)
-    assert text.returncode == 0 and "Whether ufw lists a rule" in text.stdout, text.stdout + text.stderr
+    assert text.returncode == 0 and "list the\n    rule TO ACTION from SOURCE" in text.stdout, text.stdout + text.stderr
     listed = _run([str(BIN / "ansible-doc"), "-t", "filter", "-l", "hub.provision"], work, env)
     assert sorted(line.split()[0] for line in listed.stdout.splitlines() if line.startswith("hub.")) == \
         [f"hub.provision.{n}" for n in names]
@@ -182,7 +182,7 @@ def test_filter_examples_give_what_they_say(installed: tuple[Path, dict[str, str
                 "that": [f"{var}.msg == expected.{var}"], "fail_msg": f"{{{{ {var}.msg }}}} is not {{{{ expected.{var} }}}}"}})
     assert len(expected) >= len(_filter_names())
     (work / "examples.yml").write_text(yaml.safe_dump([{"name": "Filter examples", "hosts": "localhost",
-                                                        "connection": "local", "gather_facts": False, "tasks": tasks}]))
+                                                        "connection": "local", "gather_facts": False, "tasks": tasks}], sort_keys=False))
     (work / "expected.json").write_text(json.dumps({"expected": expected}))
     result = _run([str(BIN / "ansible-playbook"), "-i", "localhost,", "examples.yml", "-e", "@expected.json"], work, env)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -219,4 +219,4 @@ def test_every_role_shows_its_entry_points(installed: tuple[Path, dict[str, str]
     work, env = installed
     text = _run([str(BIN / "ansible-doc"), "-t", "role", "hub.provision.hub_app"], work, env)
     assert text.returncode == 0, text.stderr
-    assert "ENTRY POINT: main" in text.stdout and "The AI Orchestrator Hub service" in text.stdout, text.stdout
+    assert re.search(r"ENTRY POINT: \W*main\W* - The AI Orchestrator Hub service", text.stdout), text.stdout
