@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -220,3 +221,65 @@ def test_every_role_shows_its_entry_points(installed: tuple[Path, dict[str, str]
     text = _run([str(BIN / "ansible-doc"), "-t", "role", "hub.provision.hub_app"], work, env)
     assert text.returncode == 0, text.stderr
     assert re.search(r"ENTRY POINT: \W*main\W* - The AI Orchestrator Hub service", text.stdout), text.stdout
+
+
+# --- The execution environment (ansible-builder 3) and ansible-navigator's settings -----------
+
+def _galaxy_version() -> str:
+    return str(yaml.safe_load((ROOT / "galaxy.yml").read_text())["version"])
+
+
+def _pins() -> Dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==", 1)
+            pins[name.split("[")[0].strip().lower()] = version.strip()
+    return pins
+
+
+def test_execution_environment_renders(installed: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    """`ansible-builder create` renders the build context: ansible-core at the tested pin, the
+    collections the roles use, hub.provision from the tarball of this version, Mitogen."""
+    work, env = installed
+    version = _galaxy_version()
+    ee = yaml.safe_load((ROOT / "execution-environment.yml").read_text())
+    assert ee["version"] == 3
+    tarball = f"hub-provision-{version}.tar.gz"
+    assert ee["additional_build_files"] == [{"src": f"dist/{tarball}", "dest": "collections"}]
+    shutil.copy2(ROOT / "execution-environment.yml", tmp_path)
+    (tmp_path / "dist").mkdir()
+    shutil.copy2(next(work.glob("hub-provision-*.tar.gz")), tmp_path / "dist" / tarball)
+    result = _run([str(BIN / "ansible-builder"), "create", "-f", "execution-environment.yml", "-c", "context"], tmp_path, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    context = tmp_path / "context"
+    containerfile = (context / "Containerfile").read_text()
+    pins = _pins()
+    import ansible.release
+    assert f'ANSIBLE_INSTALL_REFS="ansible-core=={ansible.release.__version__} ansible-runner==' in containerfile
+    assert 'ARG PYCMD="/usr/bin/python3.11"' in containerfile and "ansible-galaxy collection install" in containerfile
+    assert (context / "_build/collections" / tarball).read_bytes() == (tmp_path / "dist" / tarball).read_bytes()
+    galaxy = yaml.safe_load((context / "_build/requirements.yml").read_text())["collections"]
+    wanted = yaml.safe_load((ROOT / "requirements.yml").read_text())["collections"]
+    assert [c for c in galaxy if c.get("type") != "file"] == wanted
+    assert {"name": f"collections/{tarball}", "type": "file"} in galaxy
+    assert f"mitogen=={pins['mitogen']}" in (context / "_build/requirements.txt").read_text().split()
+    assert "openssh-clients [platform:rpm]" in (context / "_build/bindep.txt").read_text()
+
+
+def test_collection_declares_its_controller_needs(installed: tuple[Path, dict[str, str]]) -> None:
+    """An execution environment that includes hub.provision gets Mitogen and ssh through
+    ansible-builder's introspection of the installed collection."""
+    work, env = installed
+    result = _run([str(BIN / "ansible-builder"), "introspect", str(work / "collections")], work, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"mitogen=={_pins()['mitogen']}  # from collection hub.provision" in result.stdout, result.stdout
+    assert "openssh-clients [platform:rpm]  # from collection hub.provision" in result.stdout, result.stdout
+
+
+def test_navigator_settings_name_what_exists() -> None:
+    settings = yaml.safe_load((ROOT / "ansible-navigator.yml").read_text())["ansible-navigator"]
+    assert (ROOT / settings["ansible"]["config"]["path"]).is_file()
+    assert all((ROOT / entry).is_file() for entry in settings["ansible"]["inventory"]["entries"])
+    assert settings["execution-environment"]["image"] == f"hub-provision-ee:{_galaxy_version()}"
+    assert f"ansible-builder build -t hub-provision-ee:{_galaxy_version()}" in (ROOT / "execution-environment.yml").read_text()
