@@ -10,8 +10,6 @@ requirements file. `ANSIBLE_STRATEGY=linear` turns Mitogen off for a run.
 """
 from __future__ import annotations
 
-from typing import Any
-
 DOCUMENTATION = r"""
 name: mitogen_linear
 short_description: Mitogen's linear strategy, or Ansible's linear strategy without Mitogen
@@ -24,13 +22,15 @@ description:
     so that a configuration naming this strategy works in any controller environment.
   - Select it with C(strategy = hub.provision.mitogen_linear) in C(ansible.cfg) or
     C(ANSIBLE_STRATEGY); C(ANSIBLE_STRATEGY=linear) turns Mitogen off for one run.
-author: hub-provision maintainers
+author: hub-provision maintainers (@hub-provision)
 notes:
   - Mitogen 0.3.54 is the release tested with ansible-core 2.19.
 seealso:
   - plugin: ansible.builtin.linear
     plugin_type: strategy
 """
+
+from typing import Any
 
 try:
     from ansible_mitogen.plugins.strategy import mitogen_linear as _implementation
