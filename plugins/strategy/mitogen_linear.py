@@ -30,7 +30,7 @@ seealso:
     plugin_type: strategy
 """
 
-from typing import Any
+from typing import Any  # noqa: E402 - ansible-test wants DOCUMENTATION above every import
 
 try:
     from ansible_mitogen.plugins.strategy import mitogen_linear as _implementation

@@ -283,3 +283,23 @@ def test_navigator_settings_name_what_exists() -> None:
     assert all((ROOT / entry).is_file() for entry in settings["ansible"]["inventory"]["entries"])
     assert settings["execution-environment"]["image"] == f"hub-provision-ee:{_galaxy_version()}"
     assert f"ansible-builder build -t hub-provision-ee:{_galaxy_version()}" in (ROOT / "execution-environment.yml").read_text()
+
+
+def test_strategy_falls_back_and_warns_only_when_used(installed: tuple[Path, dict[str, str]], tmp_path: Path) -> None:
+    """Without Mitogen the strategy is Ansible's linear one, with a warning when a play runs
+    under it, not whenever the plugin is loaded (ansible-doc, ansible-test's import check); with
+    Mitogen (requirements.txt) no warning."""
+    work, env = installed
+    (tmp_path / "ansible_mitogen").mkdir()
+    (tmp_path / "ansible_mitogen/__init__.py").write_text("raise ImportError('hidden for the test')\n")
+    hidden = dict(env, PYTHONPATH=str(tmp_path))
+    (work / "ping.yml").write_text("- hosts: localhost\n  connection: local\n  gather_facts: false\n"
+                                   "  tasks:\n    - ansible.builtin.ping:\n")
+    warning = "mitogen is not importable (hidden for the test)"
+    doc = _run([str(BIN / "ansible-doc"), "-t", "strategy", "hub.provision.mitogen_linear"], work, hidden)
+    assert doc.returncode == 0 and warning not in doc.stdout + doc.stderr
+    for environment, warned in ((hidden, True), (env, False)):
+        run = _run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-e", f"ansible_python_interpreter={sys.executable}", "ping.yml"], work,
+                   dict(environment, ANSIBLE_STRATEGY="hub.provision.mitogen_linear"))
+        assert run.returncode == 0 and "ok=1" in run.stdout, run.stdout + run.stderr
+        assert (warning in run.stdout + run.stderr) == warned, run.stdout + run.stderr
