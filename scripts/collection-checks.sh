@@ -60,6 +60,13 @@ find_python() {
   return 1
 }
 
+# ansible-test also looks each version up on PATH by name: name the interpreters found there.
+mkdir -p "$work/bin"
+export PATH=$work/bin:$PATH
+for v in $all_versions; do
+  python=$(PATH=${PATH#"$work/bin:"} find_python "$v") && ln -sfn "$python" "$work/bin/python$v"
+done
+
 cd "$content"
 ran=()
 for v in $controller_versions; do
