@@ -303,3 +303,21 @@ def test_strategy_falls_back_and_warns_only_when_used(installed: tuple[Path, dic
                    dict(environment, ANSIBLE_STRATEGY="hub.provision.mitogen_linear"))
         assert run.returncode == 0 and "ok=1" in run.stdout, run.stdout + run.stderr
         assert (warning in run.stdout + run.stderr) == warned, run.stdout + run.stderr
+
+
+def test_one_licence_everywhere() -> None:
+    """galaxy.yml, LICENSE, every role's meta/main.yml and every plugin's header state MIT, and
+    no file of the repository states another licence."""
+    assert yaml.safe_load((ROOT / "galaxy.yml").read_text())["license"] == ["MIT"]
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License\n")
+    for meta in sorted((ROOT / "roles").glob("*/meta/main.yml")):
+        assert yaml.safe_load(meta.read_text())["galaxy_info"]["license"] == "MIT", meta
+    plugins = sorted((ROOT / "plugins").glob("*/*.*"))
+    assert plugins
+    for plugin in plugins:
+        assert "MIT License (see LICENSE)" in plugin.read_text().splitlines()[2 if plugin.suffix == ".yml" else 1], plugin
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    others = re.compile(r"license:\s*(?:-\s*)?(?!MIT\b)[\w\"']|GNU General Public License|Apache License|licen[cs]e has not been chosen", re.I)
+    stating = [p for p in tracked if not p.startswith("tests/collection/") and (ROOT / p).is_file()
+               and not (ROOT / p).is_symlink() and others.search((ROOT / p).read_text(errors="replace"))]
+    assert stating == [], stating
