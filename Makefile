@@ -7,7 +7,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 INVENTORY ?= inventories/local
 SCENARIO ?= default
 
-.PHONY: help bootstrap images deploy destroy test lint unit platform-check molecule verify drift operator-path bench upgrade-test distribution-tests
+.PHONY: help bootstrap images deploy destroy test lint unit platform-check molecule verify drift operator-path bench upgrade-test distribution-tests collection
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,7 +39,7 @@ PYTEST = python -m pytest -q -p no:cacheprovider -p hubtools.pytest_reruns
 ROLE_SHELLCHECK = tests/platforms/test_platforms.py::test_shell_templates_pass_shellcheck_as_rendered \
 	tests/platforms/test_platforms.py::test_role_shell_files_pass_shellcheck
 
-lint: bootstrap ## yamllint, ansible-lint (production profile), the workflow (schema, zizmor), ruff, mypy --strict, shellcheck (scripts, the roles' shell templates)
+lint: bootstrap ## yamllint, ansible-lint (production profile), the workflow (schema, zizmor), ruff, mypy --strict, shellcheck (scripts, the roles' shell templates), ansible-test sanity and galaxy-importer on the collection
 	yamllint .
 	ansible-lint
 	check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
@@ -49,6 +49,10 @@ lint: bootstrap ## yamllint, ansible-lint (production profile), the workflow (sc
 	mypy
 	shellcheck -x $(SH_SCRIPTS)
 	$(PYTEST) $(ROLE_SHELLCHECK)
+	scripts/collection-checks.sh
+
+collection: bootstrap ## the collection tarball Galaxy receives, from what git tracks (dist/)
+	@scripts/build-collection.sh
 
 unit: bootstrap ## the hub app's tests, the checklist catalog's, hubtools' (the Ansible log parser) and tests/
 	$(PYTEST) app/tests checklist/tests hubtools/tests tests --ignore=tests/platform_tools

@@ -1,3 +1,5 @@
+# Copyright: hub-provision maintainers
+# MIT License (see LICENSE)
 """Filters of the `hub.provision` collection: what the roles read out of command output, and
 whether an install task has anything to install.
 

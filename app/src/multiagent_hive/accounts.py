@@ -413,7 +413,7 @@ class Accounts:
                 if session.session_exp is not None:
                     timeout = max(0.0, min(timeout, session.session_exp - time.time()))
                 waiting: Set[asyncio.Future[Any]] = {getter, receiver, ender}
-                done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                done, _pending = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if receiver in done:
                     break
                 if ender in done or not done:

@@ -449,7 +449,7 @@ class HiveApp:
         auth = headers.get("authorization")
         if auth is None:
             return None, MISSING_CREDENTIALS
-        scheme, _, value = auth.partition(" ")
+        scheme, _sep, value = auth.partition(" ")
         if scheme.lower() != "bearer" or not value.strip():
             return None, "unsupported authorization scheme"
         claims = self.tokens.decode(value.strip())
@@ -755,4 +755,3 @@ class HiveApp:
 
 def create_app(settings: Settings, store: Optional[Store] = None, metrics: Any = None) -> HiveApp:
     return HiveApp(settings, store or Store(settings.database_path, settings.database_encryption_key), metrics)
-

@@ -54,7 +54,7 @@ def load_executor(spec: str, duration_ms: int) -> Executor:
     """`builtin`, or `package.module:factory` where factory() returns an Executor."""
     if spec == "builtin":
         return BuiltinExecutor(duration_ms)
-    module_name, _, attr = spec.partition(":")
+    module_name, _sep, attr = spec.partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
     executor = factory()
     if not callable(getattr(executor, "execute", None)):
@@ -457,4 +457,3 @@ def public_task(task: Dict[str, Any]) -> Dict[str, Any]:
     view = dict(task)
     view["priority"] = PRIORITY_NAMES.get(task["priority"], str(task["priority"]))
     return view
-

@@ -150,7 +150,7 @@ def _path_parameters(path: str) -> List[Dict[str, Any]]:
     params = []
     for part in path.split("/"):
         if part.startswith("{") and part.endswith("}"):
-            name, _, convertor = part[1:-1].partition(":")
+            name, _sep, convertor = part[1:-1].partition(":")
             schema = {"type": "integer", "minimum": 0} if convertor == "int" else dict(UUID_SCHEMA)
             params.append({"name": name, "in": "path", "required": True, "schema": schema})
     return params

@@ -78,7 +78,7 @@ class LoginBackoff:
 
     def _prune(self, now: float) -> None:
         # An entry whose delay has passed twice over is as good as new: forget it.
-        stale = [k for k, (n, last, _) in self.entries.items() if now - last > 2 * self.delay_after(int(n)) + 60]
+        stale = [k for k, (n, last, _entry) in self.entries.items() if now - last > 2 * self.delay_after(int(n)) + 60]
         for key in stale:
             del self.entries[key]
         if len(self.entries) >= BACKOFF_MAX_ENTRIES:

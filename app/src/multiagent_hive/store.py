@@ -569,10 +569,10 @@ class GroupCommit:
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self.pending.pop(loop, [])
         try:
-            errors = self.store.execute_each([statement for statement, _, _ in batch])
+            errors = self.store.execute_each([entry[0] for entry in batch])
         except BaseException as exc:  # noqa: BLE001 - handed to every writer, re-raised there
             errors = [exc] * len(batch)
-        for (_, on_commit, future), error in zip(batch, errors):
+        for (_statement, on_commit, future), error in zip(batch, errors):
             if error is None:
                 try:
                     on_commit()

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Build the hub app's wheelhouse for one target Python version and architecture (controller side).
 
 The target installs with `pip install --no-index --find-links`, so it never needs PyPI.
@@ -59,7 +58,8 @@ def cache_key(source: Path, constraints: Path, tag: str) -> str:
 
 
 def run(cmd: List[str], env: Dict[str, str]) -> None:
-    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # check=False: a failure is reported below with the command's output, then exits 1.
+    proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     if proc.returncode != 0:
         sys.stderr.write(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stdout}\n")
         sys.exit(1)
