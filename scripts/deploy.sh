@@ -5,8 +5,8 @@
 # The vault as ansible-playbook takes it: --vault-password-file FILE, --vault-id LABEL@SOURCE,
 # --ask-vault-pass, or ANSIBLE_VAULT_PASSWORD_FILE / ANSIBLE_VAULT_IDENTITY_LIST in the environment.
 # Exit: ansible-playbook's own: 0 converged; 2 a host failed; 4 a host unreachable (or the
-# inventory or a playbook could not be parsed); 1 another error (e.g. the vault cannot be
-# decrypted); 5 bad options; 99 interrupted.
+# inventory, its vault or a playbook could not be read: e.g. no vault password given); 1 another
+# error; 5 bad options or no inventory; 99 interrupted.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"

@@ -33,9 +33,11 @@ ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 \
 report_rc=0
 scripts/drift-report.py "$log" || report_rc=$?
 # A playbook that failed before its recap (syntax, vault, inventory) leaves no host summary.
-if [ "$rc" -ne 0 ] && [ "$report_rc" -ne 1 ]; then
+vault_error=0
+[ "$rc" -eq 0 ] || ! grep -qiE 'no vault secrets|vault secrets? (found|not found)|decrypt' "$log" || vault_error=1
+if [ "$rc" -ne 0 ] && { [ "$report_rc" -ne 1 ] || [ "$vault_error" = 1 ]; }; then
   tail -n 20 "$log" >&2
-  if grep -qiE 'vault secrets? (found|not found)|decrypt' "$log"; then
+  if [ "$vault_error" = 1 ]; then
     echo "drift: $inventory holds vault-encrypted data: pass the vault as to ansible-playbook" \
       "(--vault-password-file FILE, --vault-id LABEL@SOURCE, --ask-vault-pass; make drift VAULT='...')" >&2
   fi
