@@ -63,10 +63,12 @@ no_failed_task() { ! grep -qE '^(fatal|failed): ' "$1" && grep -qE 'failed=0 ' "
 # The service's start time on a host: unchanged means it was never stopped.
 since() { podman exec "$1" systemctl show -p ActiveEnterTimestampMonotonic --value "$service_name"; }
 active() { podman exec "$1" systemctl is-active --quiet "$service_name"; }
-# New SSH connections a host's sshd logged since a moment (the roles' LogLevel VERBOSE; read with
-# podman exec, which is not an SSH connection).
+# New SSH connections from the controller a host's sshd logged since a moment (the roles'
+# LogLevel VERBOSE; read with podman exec, which is not an SSH connection). The suite's own
+# connections from inside the host (loopback, which ufw does not limit) are not the controller's.
 connections_since() {
-  podman exec "$1" journalctl -q -o cat -u ssh --since "@$2" 2>/dev/null | grep -c '^Connection from ' || true
+  podman exec "$1" journalctl -q -o cat -u ssh --since "@$2" 2>/dev/null |
+    grep '^Connection from ' | grep -vc '^Connection from 127\.0\.0\.1 ' || true
 }
 
 say "two hosts and an inventory with an encrypted vault"
@@ -121,7 +123,13 @@ read -r -a verify_args <<<"${VERIFY_ARGS:-}"
 run "$work/2-verify.log" env ANSIBLE_VAULT_PASSWORD_FILE="$pass" \
   make --no-print-directory verify INVENTORY="$inv" VAULT="${verify_args[*]}"
 echo "verify: $(($(date +%s) - t0)) s; $(grep -E '^verify: (testing|.* host)|passed|failed' "$work/2-verify.log" | tail -n 3 | tr '\n' ' ')"
-check "make verify passes on both hosts (got $rc, status $(make_status "$work/2-verify.log"))" test "$rc" = 0
+if [ -z "${VERIFY_ARGS:-}" ]; then
+  check "make verify passes on both hosts (got $rc, status $(make_status "$work/2-verify.log"))" test "$rc" = 0
+else
+  # A narrowed suite leaves the other items without a test: the report fails them (exit 1).
+  check "the narrowed suite passes on both hosts (status $(make_status "$work/2-verify.log"))" \
+    bash -c "grep -qE '^[0-9]+ passed' '$work/2-verify.log' && ! grep -qE '[0-9]+ (failed|errors?)[, ]' '$work/2-verify.log' && [ '$(make_status "$work/2-verify.log")' -le 1 ]"
+fi
 check "the report covers both hosts" grep -q "hub-fleet-1.*hub-fleet-2\|hub-fleet-2.*hub-fleet-1" "$work/2-verify.log"
 sleep 1
 for h in "${hosts[@]}"; do
