@@ -5,9 +5,15 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 export CONTAINERS_CONF := $(CURDIR)/images/containers.conf
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 INVENTORY ?= inventories/local
+# The vault for every target that reads INVENTORY (deploy, verify, drift), as ansible-playbook
+# takes it: VAULT='--vault-password-file FILE', '--vault-id LABEL@SOURCE' or '--ask-vault-pass'
+# (ANSIBLE_VAULT_PASSWORD_FILE or ANSIBLE_VAULT_IDENTITY_LIST in the environment work too).
+VAULT ?=
+# More ansible-playbook options for deploy and drift, e.g. ANSIBLE_ARGS='--limit HOST'.
+ANSIBLE_ARGS ?=
 SCENARIO ?= default
 
-.PHONY: help bootstrap images deploy destroy test lint unit platform-check molecule verify drift operator-path bench upgrade-test distribution-tests collection
+.PHONY: help bootstrap images deploy destroy test lint unit platform-check molecule verify drift operator-path bench upgrade-test distribution-tests collection fleet-test
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,8 +27,8 @@ IMAGE_SUITES = $(if $(filter debian11,$(SCENARIO)),bullseye,bookworm trixie)
 images: bootstrap ## build the local systemd images the run needs (kept when current)
 	@scripts/build-images.sh $(IMAGE_SUITES)
 
-deploy: bootstrap ## deploy the hub to the built-in local container (re-run: corrects drift)
-	@scripts/local-target.sh up
+deploy: bootstrap ## deploy the hub to INVENTORY's hosts (default: the built-in local container); re-run: corrects drift
+	@scripts/deploy.sh $(INVENTORY) $(VAULT) $(ANSIBLE_ARGS)
 
 destroy: ## remove the local container
 	@scripts/local-target.sh down
@@ -66,18 +72,21 @@ molecule: $(if $(filter registry,$(SCENARIO)),bootstrap,images) ## the Molecule 
 	scripts/molecule-sequence.sh $(SCENARIO)
 
 verify: bootstrap ## verification suite + compliance report against INVENTORY
-	scripts/verify.sh $(INVENTORY)
+	scripts/verify.sh $(INVENTORY) $(VAULT)
 
 drift: bootstrap ## what differs from the playbook on INVENTORY (check mode, summary per host)
-	scripts/drift.sh $(INVENTORY)
+	scripts/drift.sh $(INVENTORY) $(VAULT) $(ANSIBLE_ARGS)
 
-# make exits 2 whatever a recipe exits with: scripts/verify.sh and scripts/drift.sh give their own
-# status (verify 2 = a host unreachable, drift 3 = drift), shown by make as "Error N".
+# make exits 2 whatever a recipe exits with: scripts/deploy.sh, scripts/verify.sh and
+# scripts/drift.sh give their own status (docs/operators.md, "Exit statuses"), shown by make as "Error N".
 operator-path: bootstrap ## over SSH on the local target: deploy, verify twice, every drift at once, repair, verify
 	scripts/operator-path.sh
 
 upgrade-test: images ## releases: upgrade with data kept, rollback of a release that cannot start or migrate, downgrade refused (one Debian 12 host)
 	scripts/upgrade-test.sh
+
+fleet-test: images ## the fleet path on two hosts of its own (hub-fleet-1/-2) with an encrypted vault: deploy, verify, drift, layout changes in check mode, emergency playbooks refused fleet-wide then run with --limit
+	scripts/fleet-test.sh
 
 distribution-tests: images ## a host rebuilt as Debian 13 under its old name, and a Debian 12 host upgraded to 13 in place, re-converge
 	scripts/rebuilt-host.sh

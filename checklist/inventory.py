@@ -15,8 +15,8 @@ a connection failure: the suite runs ssh on the target to probe sshd). With
 ``-o`` options of ``ansible_ssh_common_args``/``ansible_ssh_extra_args``, host key checking) are
 written to FILE as one ``Host NAME`` block each, plus multiplexing: every command of the suite
 on a host shares one TCP connection (ControlMaster, ControlPath under ``--control-dir``,
-ControlPersist), because the roles' firewall rate-limits new SSH connections (ufw ``LIMIT``: 6
-per 30 s) and a connection per command gets the operator refused. The operator's own
+ControlPersist), because the roles' firewall rate-limits new SSH connections (ufw ``LIMIT``: the 6th
+new connection within 30 s is refused) and a connection per command gets the operator refused. The operator's own
 ``~/.ssh/config`` and the system's ``/etc/ssh/ssh_config`` are included after these blocks, so
 a ProxyJump or an identity set there still applies.
 """

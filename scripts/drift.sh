@@ -3,6 +3,9 @@
 # (`--check --diff`, nothing changes on the hosts), summarised per host, one line per changed
 # task with the artifact it touches. The full log with every diff stays under reports/.
 #   scripts/drift.sh INVENTORY [extra ansible-playbook args, e.g. --limit host or --tags nginx]
+# The vault as ansible-playbook takes it: --vault-password-file FILE, --vault-id LABEL@SOURCE,
+# --ask-vault-pass (the prompt is on the terminal), or ANSIBLE_VAULT_PASSWORD_FILE /
+# ANSIBLE_VAULT_IDENTITY_LIST in the environment.
 # Exit: 0 no drift; 3 drift (a normal run, `make deploy` or ansible-playbook, would correct it);
 # 1 the run failed (a failed or unreachable host); 2 usage error.
 set -euo pipefail
@@ -30,8 +33,14 @@ ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 \
 report_rc=0
 scripts/drift-report.py "$log" || report_rc=$?
 # A playbook that failed before its recap (syntax, vault, inventory) leaves no host summary.
-if [ "$rc" -ne 0 ] && [ "$report_rc" -ne 1 ]; then
+vault_error=0
+[ "$rc" -eq 0 ] || ! grep -qiE 'no vault secrets|vault secrets? (found|not found)|decrypt' "$log" || vault_error=1
+if [ "$rc" -ne 0 ] && { [ "$report_rc" -ne 1 ] || [ "$vault_error" = 1 ]; }; then
   tail -n 20 "$log" >&2
+  if [ "$vault_error" = 1 ]; then
+    echo "drift: $inventory holds vault-encrypted data: pass the vault as to ansible-playbook" \
+      "(--vault-password-file FILE, --vault-id LABEL@SOURCE, --ask-vault-pass; make drift VAULT='...')" >&2
+  fi
   echo "drift: ansible-playbook exited $rc" >&2
   exit 1
 fi

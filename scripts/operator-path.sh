@@ -144,9 +144,9 @@ suspect_key="X-API-Key: $(answer api_key)"
 expect "the suspect's JWT works" 200 "$(api GET /api/agents "$suspect_jwt" </dev/null)"
 expect "the suspect's API key works" 200 "$(api GET /api/agents "$suspect_key" </dev/null)"
 
-run incident 0 ansible-playbook -i "$inventory" playbooks/incident-response.yml \
-  -e "hub_incident_revoke_user=$suspect" -e hub_incident_disable_user=true -e resume_service=true \
-  -e "incident_output_dir=$logs/incident"
+run incident 0 ansible-playbook -i "$inventory" playbooks/incident-response.yml --limit hub-local \
+  -e "hub_incident_revoke_user=$suspect" -e hub_incident_disable_user=true -e hub_incident_resume_service=true \
+  -e "hub_incident_output_dir=$logs/incident"
 for _ in $(seq 30); do [ "$(api GET /api/health </dev/null)" = 200 ] && break; sleep 1; done
 expect "health once the service is resumed" 200 "$(api GET /api/health </dev/null)"
 expect "the suspect's JWT is refused" 401 "$(api GET /api/agents "$suspect_jwt" </dev/null)"
@@ -169,7 +169,7 @@ step restore-prepare
 expect "the admin's JWT works before the restore" 200 "$(api GET /api/agents "$admin_auth" </dev/null)"
 emergency=$(sed -n 's/^emergency backup: \([^ ]*\) .*/\1/p' <<<"$summary")
 [ -n "$emergency" ] || { echo "operator-path: FAILED: no emergency backup in the evidence summary" >&2; exit 1; }
-run restore 0 ansible-playbook -i "$inventory" playbooks/restore.yml -e "backup_file=$emergency"
+run restore 0 ansible-playbook -i "$inventory" playbooks/restore.yml --limit hub-local -e "hub_restore_backup_file=$emergency"
 if ! grep -oE 'Credentials: every session ended[^"]*' "$logs/restore.log"; then
   echo "operator-path: FAILED: restore.yml did not report what it did to the credentials" >&2
   exit 1

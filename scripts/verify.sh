@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The verification suite (molecule/shared/tests) against the hub hosts of any inventory, and the
 # compliance report: reports/compliance-NAME.md (people), .json (machines), .xml (JUnit, CI).
-#   scripts/verify.sh INVENTORY [extra pytest args, e.g. -k postdeploy]
+#   scripts/verify.sh INVENTORY [vault options] [extra pytest args, e.g. -k postdeploy]
+# The vault as ansible-playbook takes it (anywhere after INVENTORY; they go to ansible-inventory,
+# which reads the inventory): --vault-password-file FILE, --vault-id LABEL@SOURCE,
+# --ask-vault-pass, or ANSIBLE_VAULT_PASSWORD_FILE / ANSIBLE_VAULT_IDENTITY_LIST in the environment.
 # Hosts reached through podman are tested with `podman exec`. Every other host through ssh with
 # the inventory's address, user, port, key and ssh args (checklist/inventory.py writes them to an
 # ssh config for this run), sudo when the inventory becomes another user, and ONE multiplexed
@@ -17,8 +20,28 @@ cd "$here"
 export PATH="$here/.venv/bin:$PATH"
 export CONTAINERS_CONF="${CONTAINERS_CONF:-$here/images/containers.conf}"
 export ANSIBLE_CONFIG="${ANSIBLE_CONFIG:-$here/ansible.cfg}"
-inventory=${1:?usage: scripts/verify.sh INVENTORY [pytest args]}
+inventory=${1:?usage: scripts/verify.sh INVENTORY [vault options] [pytest args]}
 shift
+# The vault options for ansible-inventory, everything else for pytest (which has no --vault-*).
+vault_args=()
+pytest_args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --vault-id | --vault-password-file | --vault-pass-file)
+      [ $# -ge 2 ] || { echo "verify: $1 needs a value" >&2; exit 2; }
+      vault_args+=("$1" "$2")
+      shift 2
+      ;;
+    --vault-id=* | --vault-password-file=* | --vault-pass-file=* | --ask-vault-pass | --ask-vault-password | -J)
+      vault_args+=("$1")
+      shift
+      ;;
+    *)
+      pytest_args+=("$1")
+      shift
+      ;;
+  esac
+done
 name=$(basename "${inventory%/}")
 name=${name%.yml}
 name=${name%.yaml}
@@ -47,9 +70,13 @@ cleanup() {
 trap cleanup EXIT
 
 # Only the host list, the ssh settings and hub_attestations are kept from the inventory.
-if ! ansible-inventory -i "$inventory" --list 2>"$ctl/inventory.err" |
+if ! ansible-inventory -i "$inventory" "${vault_args[@]}" --list 2>"$ctl/inventory.err" |
   python3 -m checklist.inventory --ssh-config "$ssh_config" --control-dir "$ctl" >"$summary"; then
   cat "$ctl/inventory.err" >&2
+  if grep -qi vault "$ctl/inventory.err"; then
+    echo "verify: $inventory holds vault-encrypted data: pass the vault as to ansible-playbook" \
+      "(--vault-password-file FILE, --vault-id LABEL@SOURCE, --ask-vault-pass; make verify VAULT='...')" >&2
+  fi
   echo "verify: cannot read the hub hosts of $inventory" >&2
   exit 2
 fi
@@ -98,7 +125,7 @@ if [ ${#specs[@]} -gt 0 ]; then
     -p no:cacheprovider -p checklist.pytest_checklist -p hubtools.pytest_reruns \
     --hosts="$hosts" --ssh-config="$ssh_config" \
     --checklist-results="$results" --junitxml="$junit" \
-    -q -rfEs "$@" || rc=$?
+    -q -rfEs "${pytest_args[@]}" || rc=$?
   # 0 all passed, 1 some failed: both make a report. Anything else: pytest itself broke.
   if [ "$rc" -gt 1 ]; then
     echo "verify: pytest exited $rc (interrupted, usage or collection error): no report" >&2

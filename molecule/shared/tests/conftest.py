@@ -155,7 +155,7 @@ def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
     test_ssh runs first: it connects to sshd from the controller itself (ssh-audit, a fresh key
     login: 4 new connections within seconds). Next to the suite's own single connection, at the
     start of the run, they are minutes apart from the next command's; at the end of the suite
-    they were not, and ufw's LIMIT (6 new per 30 s per source) refused a `make drift` started
+    they were not, and ufw's LIMIT (a source's 6th new connection within 30 s) refused a `make drift` started
     right after (docs/operators.md)."""
     first = [item for item in items if "test_ssh.py" in item.nodeid]
     last = [item for item in items if "test_no_credentials_in_logs.py" in item.nodeid]

@@ -181,7 +181,7 @@ def controller_route(host: Any, effective: Dict[str, str]) -> Remote:
 
 
 def run_ssh_audit(remote: Remote) -> str:
-    """One ssh-audit run (several TCP connections). ufw's LIMIT rule rejects a seventh new
+    """One ssh-audit run (several TCP connections). ufw's LIMIT rule rejects a sixth new
     connection within 30 s from the same source: on a refusal wait it out once and retry."""
     if shutil.which("ssh-audit") is None:
         pytest.fail("ssh-audit is not installed on the controller (scripts/bootstrap.sh installs it)")
@@ -336,7 +336,7 @@ def test_ssh_multiplexing_within_max_sessions(host: Any, effective: Dict[str, st
     base = ["ssh", "-i", remote.key, "-p", remote.port, "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
             "-o", f"ControlPath={control}", f"{remote.user}@{remote.address}"]
-    # ufw's LIMIT rule refuses a seventh new connection within 30 s from one source (ssh-audit's
+    # ufw's LIMIT rule refuses a sixth new connection within 30 s from one source (ssh-audit's
     # own connections come just before): on a refusal wait the window out once, as run_ssh_audit.
     for attempt in range(2):
         master = subprocess.run(base[:1] + ["-o", "ControlMaster=yes", "-o", "ControlPersist=60", "-fN"] + base[1:],
