@@ -7,7 +7,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 INVENTORY ?= inventories/local
 SCENARIO ?= default
 
-.PHONY: help bootstrap images deploy destroy test lint unit molecule verify drift operator-path bench upgrade-test distribution-tests
+.PHONY: help bootstrap images deploy destroy test lint unit molecule verify scan drift operator-path bench upgrade-test distribution-tests
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,9 @@ molecule: $(if $(filter registry,$(SCENARIO)),bootstrap,images) ## the Molecule 
 
 verify: bootstrap ## verification suite + compliance report against INVENTORY
 	scripts/verify.sh $(INVENTORY)
+
+scan: bootstrap ## OpenSCAP (ANSSI-BP-028) on INVENTORY: scanner installed for the scan only, report reports/compliance-NAME-scap.*
+	scripts/scan.sh $(INVENTORY)
 
 drift: bootstrap ## what differs from the playbook on INVENTORY (check mode, summary per host)
 	scripts/drift.sh $(INVENTORY)
