@@ -13,7 +13,7 @@ VAULT ?=
 ANSIBLE_ARGS ?=
 SCENARIO ?= default
 
-.PHONY: help bootstrap images deploy destroy test lint unit platform-check molecule verify drift operator-path bench upgrade-test distribution-tests collection fleet-test
+.PHONY: help bootstrap images deploy destroy test lint unit platform-check molecule verify drift operator-path bench upgrade-test distribution-tests collection fleet-test scan
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -73,6 +73,9 @@ molecule: $(if $(filter registry,$(SCENARIO)),bootstrap,images) ## the Molecule 
 
 verify: bootstrap ## verification suite + compliance report against INVENTORY
 	scripts/verify.sh $(INVENTORY) $(VAULT)
+
+scan: bootstrap ## OpenSCAP (ANSSI-BP-028) on INVENTORY: scanner installed for the scan only, report reports/compliance-NAME-scap.*
+	scripts/scan.sh $(INVENTORY) $(VAULT) $(ANSIBLE_ARGS)
 
 drift: bootstrap ## what differs from the playbook on INVENTORY (check mode, summary per host)
 	scripts/drift.sh $(INVENTORY) $(VAULT) $(ANSIBLE_ARGS)

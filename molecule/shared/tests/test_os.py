@@ -192,3 +192,94 @@ def test_legal_banner(host: Any) -> None:
         assert "authorized" in text.lower(), name
         # No OS name or version for an attacker to read before login.
         assert not re.search(r"\\[rsvmn]|debian|ubuntu|red hat|rocky", text, re.I), name
+
+
+def active_lines(host: Any, path: str) -> list:
+    """The non-comment lines of a file, whitespace collapsed."""
+    return [" ".join(line.split()) for line in host.file(path).content_string.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+@pytest.mark.checklist("PRE-HARD-12")
+def test_sudoers_d_root_only(host: Any) -> None:
+    d = host.file("/etc/sudoers.d")
+    assert d.is_directory and (d.user, d.group) == ("root", "root") and d.mode == 0o750, oct(d.mode)
+
+
+@pytest.mark.checklist("PRE-HARD-12")
+def test_sudo_policy_for_every_rule(host: Any) -> None:
+    with host.sudo():
+        check = host.run("visudo -c")
+        lines = active_lines(host, "/etc/sudoers.d/00-hub-policy")
+    assert check.rc == 0, check.stdout + check.stderr
+    for setting in ("ignore_dot", "noexec", "requiretty"):
+        assert f"Defaults {setting}" in lines, lines
+    umask = [line for line in lines if line.startswith("Defaults umask=")]
+    assert umask and int(umask[0].split("=", 1)[1], 8) & 0o077 == 0o077, umask
+    exempt = [line for line in lines if line.startswith("Defaults:")]
+    assert exempt and "!noexec" in exempt[0] and "!requiretty" in exempt[0], exempt
+
+
+@pytest.mark.checklist("PRE-HARD-12")
+def test_sudo_needs_a_terminal_for_other_accounts(host: Any) -> None:
+    """Without a terminal (a web shell, a cron job) an account outside the exempt list gets no sudo."""
+    with host.sudo():
+        out = host.run("runuser -u nobody -- setsid -w sudo -n true </dev/null")
+    assert out.rc != 0
+    assert "must have a tty" in out.stdout + out.stderr, out.stderr
+
+
+@pytest.mark.checklist("PRE-HARD-12")
+def test_root_becomes_without_terminal_and_may_exec(host: Any) -> None:
+    """What Ansible's become does with pipelining: sudo without a tty, a program that execs others."""
+    with host.sudo():
+        out = host.run("setsid -w sudo -n sh -c '/bin/true && echo exec-ok' </dev/null")
+    assert out.rc == 0 and out.stdout.strip() == "exec-ok", out.stderr
+
+
+def pam_modules(host: Any, path: str, kind: str) -> list:
+    """(control, module, args) of one type in a PAM file."""
+    out = []
+    for line in active_lines(host, path):
+        match = re.match(rf"^{kind} (\[[^]]*\]|\S+) (\S+)(.*)$", line)
+        if match:
+            out.append((match.group(1), match.group(2), match.group(3).split()))
+    return out
+
+
+@pytest.mark.checklist("PRE-HARD-13")
+def test_faillock_around_pam_unix(host: Any) -> None:
+    if host.system_info.distribution not in ("debian", "ubuntu"):
+        pytest.skip("pam-auth-update profiles are Debian's and Ubuntu's")
+    auth = pam_modules(host, "/etc/pam.d/common-auth", "auth")
+    names = [(m, a[:1]) for _, m, a in auth]
+    pre = names.index(("pam_faillock.so", ["preauth"]))
+    unix = [m for m, _ in names].index("pam_unix.so")
+    fail = names.index(("pam_faillock.so", ["authfail"]))
+    assert pre < unix < fail, auth
+    assert auth[fail][0] == "[default=die]" and auth[pre][0] == "required", auth
+    account = pam_modules(host, "/etc/pam.d/common-account", "account")
+    assert ("required", "pam_faillock.so", []) in account, account
+    conf = dict(line.replace(" ", "").split("=", 1) for line in active_lines(host, "/etc/security/faillock.conf")
+                if "=" in line)
+    assert 1 <= int(conf["deny"]) <= 5 and int(conf["unlock_time"]) >= 300, conf
+    assert int(conf["fail_interval"]) >= 300, conf
+
+
+@pytest.mark.checklist("PRE-HARD-13")
+def test_password_quality_history_and_hashing(host: Any) -> None:
+    if host.system_info.distribution not in ("debian", "ubuntu"):
+        pytest.skip("pam-auth-update profiles are Debian's and Ubuntu's")
+    assert host.package("libpam-pwquality").is_installed
+    password = pam_modules(host, "/etc/pam.d/common-password", "password")
+    modules = [m for _, m, _ in password]
+    assert modules.index("pam_pwquality.so") < modules.index("pam_unix.so"), password
+    unix_args = password[modules.index("pam_unix.so")][2]
+    assert "yescrypt" in unix_args or "sha512" in unix_args, unix_args
+    opts = dict(a.split("=", 1) for a in unix_args if "=" in a)
+    assert int(opts.get("remember", "0")) >= 1 and int(opts.get("rounds", "0")) >= 5, unix_args
+    conf = dict(line.replace(" ", "").split("=", 1) for line in active_lines(host, "/etc/security/pwquality.conf")
+                if "=" in line)
+    assert int(conf["minlen"]) >= 12 and int(conf["minclass"]) >= 3, conf
+    method = login_defs(host).get("ENCRYPT_METHOD", "")
+    assert method.lower() in unix_args, (method, unix_args)
