@@ -702,7 +702,10 @@ class HiveApp:
 
         def start() -> Tuple[Store, Iterator[bytes]]:
             store = Store(self.settings.database_path, self.settings.database_encryption_key)
-            stamp = lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())  # noqa: E731
+
+            def stamp() -> str:
+                return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
             return store, store.export_user_chunks(user_id, public_task, stamp)
 
         def finish() -> None:
