@@ -286,7 +286,11 @@ def test_os_and_nginx_decisions_from_their_probes(reports: dict[str, dict[str, A
     as the role writes it, /etc/issue in the wrong mode), the deny lists to remove; nginx's version."""
     r = resolved(reports, platform)
     assert [d["key"] for d in r["hub_os_login_defs_drift"]] == [
-        "UMASK", "SHA_CRYPT_MIN_ROUNDS", "SHA_CRYPT_MAX_ROUNDS", "PASS_MAX_DAYS", "PASS_MIN_DAYS", "PASS_WARN_AGE"]
+        "UMASK", "SHA_CRYPT_MIN_ROUNDS", "SHA_CRYPT_MAX_ROUNDS", "PASS_MAX_DAYS", "PASS_MIN_DAYS", "PASS_WARN_AGE",
+        "ENCRYPT_METHOD"]
+    # YESCRYPT only where login.defs' shadow knows it (4.10 and later); SHA512 elsewhere, never DES.
+    method = {d["key"]: d["value"] for d in r["hub_os_login_defs_drift"]}["ENCRYPT_METHOD"]
+    assert method == ("YESCRYPT" if platform in ("debian-12", "debian-13", "ubuntu-24.04") else "SHA512"), method
     assert all(isinstance(d["value"], str) for d in r["hub_os_login_defs_drift"])
     assert "/etc/issue" in r["hub_os_files_drift"] and "/etc/issue.net" not in r["hub_os_files_drift"]
     assert "/etc/cron.allow" in r["hub_os_files_drift"]

@@ -45,9 +45,9 @@ def _trusted(value: Any) -> Any:
 
 
 def role_vars(role: str, *files: str) -> Dict[str, Any]:
-    """The layout's defaults, then the role's defaults and the named vars files, in that order."""
+    """The layout's defaults and derived values, then the role's defaults and the named vars files."""
     merged: Dict[str, Any] = {}
-    for path in [ROLES / "hub_common/defaults/main.yml", ROLES / role / "defaults/main.yml",
+    for path in [ROLES / "hub_common/defaults/main.yml", ROLES / "hub_common/vars/main.yml", ROLES / role / "defaults/main.yml",
                  *(ROLES / role / "vars" / f for f in files)]:
         merged.update(_trusted(yaml.safe_load(path.read_text()) or {}))
     return merged
