@@ -33,7 +33,7 @@ deploy: bootstrap ## deploy the hub to INVENTORY's hosts (default: the built-in 
 destroy: ## remove the local container
 	@scripts/local-target.sh down
 
-test: lint unit platform-check molecule operator-path upgrade-test ## everything CI runs: lint, unit, Molecule, the operator path over SSH, app upgrades and rollbacks
+test: lint unit platform-check molecule operator-path upgrade-test ## everything CI runs: lint, unit, the platform check, Molecule (with the OpenSCAP scan), the operator path over SSH, app upgrades and rollbacks
 
 # Scripts without an extension, by their shebang. The roles' shell templates are Jinja: lint runs
 # the tests/platforms tests that shellcheck them as rendered per platform (and the roles' files/).
