@@ -293,6 +293,11 @@ def test_nginx_accepts_the_rendered_site(roots: dict[str, Path], reports: dict[s
     text = output(result)
     assert result.returncode == 0 and "test is successful" in text, f"{platform} with {release}'s nginx:\n{text}"
     warnings = [line for line in text.splitlines() if "[warn]" in line or "[emerg]" in line]
+    site = files[site_path]
+    if "http2 on;" not in site and re.search(r"^\s*listen .*\bhttp2\b", site, re.M):
+        # The platform's own nginx (before 1.25.1, e.g. Ubuntu 24.04's 1.24) has no "http2 on;":
+        # a newer build checking its site says "listen ... http2" is deprecated, and nothing else.
+        warnings = [line for line in warnings if 'the "listen ... http2" directive is deprecated' not in line]
     assert not warnings, f"{platform} with {release}'s nginx:\n{text}"
 
 
