@@ -342,10 +342,11 @@ def test_restore_keeps_revocations_and_ends_every_session(env: Dict[str, str], s
     assert cli(env, "--revoke-sessions", "viewer").returncode == 0  # through the CLI as well
     result = _restore(env, backup)
     assert result["passwords_locked"] == ["bob"] and result["users_erased"] == 1 and result["journal_records"] >= 6
-    time.sleep(max(0.0, result["sessions_valid_after"] - time.time()) + 0.05)
-    app = create_app(settings)
+    app = create_app(settings)  # at once: a login right after a restore must work (below)
     try:
         with TestClient(app, client=(CLIENT_IP, 40000)) as c:
+            fresh = login(c, "viewer")
+            assert status(c, fresh) == 200, "a JWT issued right after the restore is refused"
             assert status(c, admin) == 401, "a JWT issued before the restore still works"
             assert status(c, {"X-API-Key": http_key["api_key"]}) == 401, "a revoked key came back"
             assert status(c, {"X-API-Key": keys["viewer"]}) == 401  # revoke-sessions deleted every key

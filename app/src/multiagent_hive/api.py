@@ -132,6 +132,11 @@ class HiveApp:
         # JWTs issued before the last restore are refused (store.replay_journal sets the time;
         # the service is stopped during a restore, so reading it once here is enough).
         self.sessions_valid_after = store.sessions_valid_after()
+        # A JWT's iat is in whole seconds: one issued in the rest of the restore's second would
+        # be refused as if it were older than the restore. Serve only once that second is over.
+        wait = self.sessions_valid_after - time.time()
+        if 0 < wait <= 2:
+            time.sleep(wait)
         # Users whose GDPR export is running, each with its own token (_release_export).
         self.exports: Dict[int, object] = {}
         self.route_names = {r.endpoint: r.path for r in routes}
