@@ -169,12 +169,20 @@ class Store:
             (user_id, user_id),
         )
 
+    def _revoke_keys(self, conn: Any, user_id: int, scope: str) -> Optional[int]:
+        """Delete the user's keys (scope 'http': those not made by an admin on the host, 'all':
+        every one), journaling exactly which (their keyed hashes: a restore deletes those and no
+        key made later, however close in time). The number deleted, None without such a user."""
+        only_api = " AND created_via IS NOT 'cli'" if scope == "http" else ""
+        hashes = [str(r["key_hash"]) for r in conn.execute(
+            "SELECT key_hash FROM api_keys WHERE user_id = ?" + only_api, (user_id,)).fetchall()]
+        if not self._record(conn, user_id, "revoke-keys", scope=scope, key_hashes=hashes):
+            return None
+        return int(conn.execute("DELETE FROM api_keys WHERE user_id = ?" + only_api, (user_id,)).rowcount)
+
     def _end_api_made_keys(self, conn: Any, user_id: int) -> int:
         """Delete every key of the user not made by an admin on the host (--create-api-key)."""
-        self._record(conn, user_id, "revoke-keys", scope="http")
-        return int(conn.execute(
-            "DELETE FROM api_keys WHERE user_id = ? AND created_via IS NOT 'cli'", (user_id,)
-        ).rowcount)
+        return self._revoke_keys(conn, user_id, "http") or 0
 
     def set_password(self, user_id: int, password_hash: str) -> bool:
         """Ends the sessions and every key the user did not get from the CLI."""
@@ -211,9 +219,9 @@ class Store:
         """End every JWT and delete every API key of the user; the number of keys deleted, or
         None when there is no such user."""
         with self.transaction() as conn:
-            if not self._record(conn, user_id, "revoke-keys", scope="all"):
+            keys = self._revoke_keys(conn, user_id, "all")
+            if keys is None:
                 return None
-            keys = int(conn.execute("DELETE FROM api_keys WHERE user_id = ?", (user_id,)).rowcount)
             self._end_sessions(conn, user_id)
             return keys
 
@@ -616,7 +624,9 @@ def replay_journal(conn: Any, key: str, journal_file: str, now: Optional[float] 
         op, subject = record["op"], record.get("subject")
         if op == "revoke-key":
             revoked_hashes.append(str(record["key_hash"]))
-        elif op == "revoke-keys":
+        elif op == "revoke-keys" and isinstance(record.get("key_hashes"), list):
+            revoked_hashes.extend(str(h) for h in record["key_hashes"])
+        elif op == "revoke-keys":  # journaled without the keys: those created up to then
             revoked_keys.append((str(subject), str(record["ts"]), str(record.get("scope"))))
         elif op == "erase":
             erased.append(str(subject))
